@@ -1,0 +1,340 @@
+"""The Feast feature store as the training/serving contract.
+
+Offline: point-in-time-correct training frames for a feature service, joined to labels.
+Online: feature vectors per entity, with every unknown entity, missing value and stale value reported.
+Between them: `apply_repo` registers the definitions in `features/`, `materialize` loads the online store
+incrementally, `push_features` writes fresh rows straight to it.
+"""
+
+import contextlib
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
+from feast.data_source import PushMode
+from feast.infra.provider import get_provider
+from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
+from feast.utils import _convert_arrow_to_proto
+from pydantic import BaseModel
+
+from cicloml.errors import ConfigError, DataError
+from cicloml.settings import Settings
+from cicloml.spec import LabelsSpec
+
+CONFIG_FILES = {"sqlite": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
+"""The Feast configuration in the repo folder for each online store choice (`CICLO_ONLINE_STORE`)."""
+
+
+# --- opening and applying -------------------------------------------------------------------------------------
+
+
+def open_store(repo_dir: Path, settings: Settings) -> FeatureStore:
+    """Open the Feast repo at `repo_dir`, filling `${CICLO_*}` in its configuration from `settings`."""
+    config_path = repo_dir / CONFIG_FILES[settings.online_store]
+    if not config_path.is_file():
+        raise ConfigError(
+            f"Feast repository not found: {config_path} does not exist "
+            "(features.repo in the project spec names the folder that holds feature_store.yaml)"
+        )
+    variables = {"CICLO_STATE_DIR": str(settings.state_dir), "CICLO_REDIS_URL": settings.redis_url}
+    raw = yaml.safe_load(_fill_variables(config_path, variables))
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(repo_path=repo_dir.resolve(), **raw)
+    return FeatureStore(repo_path=str(repo_dir.resolve()), config=config)
+
+
+def _fill_variables(config_path: Path, variables: dict[str, str]) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in variables:
+            raise ConfigError(f"{config_path}: unknown variable ${{{name}}}; cicloml provides {', '.join(variables)}")
+        return variables[name]
+
+    return re.sub(r"\$\{(\w+)\}", fill, config_path.read_text())
+
+
+class ApplyReport(BaseModel):
+    """What `apply_repo` registered, by kind."""
+
+    entities: list[str]
+    feature_views: list[str]
+    feature_services: list[str]
+    data_sources: list[str]
+
+
+def apply_repo(store: FeatureStore) -> ApplyReport:
+    """Register the repo's definitions (like `feast apply`): create, update and delete to match the files."""
+    with _definitions_importable(store.repo_path):
+        repo = parse_repo(store.repo_path)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, repo)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    return ApplyReport(
+        entities=sorted(e.name for e in repo.entities if not e.name.startswith("__")),  # skip Feast's own dummy
+        feature_views=sorted(v.name for v in repo.feature_views),
+        feature_services=sorted(s.name for s in repo.feature_services),
+        data_sources=sorted(s.name for s in repo.data_sources),
+    )
+
+
+@contextlib.contextmanager
+def _definitions_importable(repo_dir: Path) -> Iterator[None]:
+    """Import the repo's files the way the feast CLI does (as top-level modules, from inside the folder).
+
+    They are forgotten afterwards, so a later apply (say, with another state folder) reads them afresh.
+    """
+    before = set(sys.modules)
+    sys.path.insert(0, str(repo_dir))
+    try:
+        with contextlib.chdir(repo_dir):
+            yield
+    finally:
+        sys.path.remove(str(repo_dir))
+        for name in set(sys.modules) - before:
+            if getattr(sys.modules[name], "__file__", "") and str(repo_dir) in sys.modules[name].__file__:
+                del sys.modules[name]
+
+
+# --- writing: materialize and push ------------------------------------------------------------------------------
+
+
+class ViewMaterialization(BaseModel):
+    view: str
+    start: datetime
+    end: datetime
+    rows: int
+    """Entity rows read from the offline store for this window (the newest per entity)."""
+
+
+class MaterializeReport(BaseModel):
+    views: list[ViewMaterialization]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(view.rows for view in self.views)
+
+
+def materialize(store: FeatureStore, end: datetime, *, start: datetime | None = None) -> MaterializeReport:
+    """Load each online feature view with the newest values in its window, and record the window in the registry.
+
+    Without `start` the window is incremental, as in `feast materialize-incremental`: from where the view's last
+    materialization ended (or `end - ttl` the first time) to `end`. An explicit `start` re-materializes any window;
+    the online store never lets an older value replace a newer one (see `cicloml.online_stores`).
+    """
+    began = time.perf_counter()
+    end = _utc(end)
+    provider = get_provider(store.config)
+    windows = []
+    for view in store.list_feature_views():
+        if not view.online:
+            continue
+        window_start = _utc(start) if start else _incremental_start(view, end)
+        rows = 0
+        if window_start < end:
+            rows = _materialize_view(store, provider, view, window_start, end)
+            store.registry.apply_materialization(view, store.project, window_start, end)
+        windows.append(ViewMaterialization(view=view.name, start=window_start, end=end, rows=rows))
+    return MaterializeReport(views=windows, seconds=time.perf_counter() - began)
+
+
+def _incremental_start(view: FeatureView, end: datetime) -> datetime:
+    if view.most_recent_end_time is not None:
+        return _utc(view.most_recent_end_time)
+    return end - (view.ttl or timedelta(days=3650))
+
+
+def _materialize_view(store: FeatureStore, provider: Any, view: FeatureView, start: datetime, end: datetime) -> int:
+    source = view.batch_source
+    join_keys = [column.name for column in view.entity_columns]
+    table = (
+        provider.offline_store.pull_latest_from_table_or_query(
+            config=store.config,
+            data_source=source,
+            join_key_columns=join_keys,
+            feature_name_columns=[feature.name for feature in view.features],
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column,
+            start_date=start,
+            end_date=end,
+        )
+        .to_arrow()
+    )
+    if table.num_rows:
+        value_types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+        rows = _convert_arrow_to_proto(table, view, value_types)
+        provider.online_write_batch(store.config, view, rows, progress=None)
+    return table.num_rows
+
+
+def push_features(store: FeatureStore, push_source: str, frame: pd.DataFrame, *, offline: bool = False) -> int:
+    """Write fresh feature rows through a push source to the online store (and the offline store if asked)."""
+    if frame.empty:
+        return 0
+    store.push(push_source, frame, to=PushMode.ONLINE_AND_OFFLINE if offline else PushMode.ONLINE)
+    return len(frame)
+
+
+# --- reading offline: training frames ---------------------------------------------------------------------------
+
+
+def fetch_training_frame(
+    store: FeatureStore,
+    feature_service: str,
+    labels_frame: pd.DataFrame,
+    labels: LabelsSpec,
+    *,
+    known_by: datetime | None = None,
+) -> pd.DataFrame:
+    """Join each label to the feature values that were known at its event time (point-in-time correct).
+
+    Only labels available by `known_by` are used (labels arrive later than features). A feature value newer than
+    the label's event time is never joined, and one older than its view's TTL comes back as null.
+    """
+    service = _feature_service(store, feature_service)
+    join_keys = _join_keys(store, service)
+    required = [*join_keys, labels.event_time, labels.column]
+    if labels.available_time and known_by is not None:
+        required.append(labels.available_time)
+    missing = [column for column in required if column not in labels_frame.columns]
+    if missing:
+        raise DataError(
+            f"label data is missing column(s) {', '.join(missing)}; it has {', '.join(labels_frame.columns)} "
+            "(check labels.column / labels.event_time / labels.available_time in the project spec)"
+        )
+    entity_frame = labels_frame
+    if labels.available_time and known_by is not None:
+        entity_frame = entity_frame[pd.to_datetime(entity_frame[labels.available_time], utc=True) <= _utc(known_by)]
+    if entity_frame.empty:
+        raise DataError(f"no labels in the training window (none available by {known_by})")
+    entity_frame = entity_frame[required].rename(columns={labels.event_time: "event_timestamp"})
+    entity_frame["event_timestamp"] = pd.to_datetime(entity_frame["event_timestamp"], utc=True)
+    frame = store.get_historical_features(entity_df=entity_frame, features=service).to_df()
+    frame = frame.rename(columns={"event_timestamp": labels.event_time})
+    return frame.sort_values([labels.event_time, *join_keys], kind="stable").reset_index(drop=True)
+
+
+# --- reading online: feature vectors ----------------------------------------------------------------------------
+
+EntityStatus = Literal["ok", "unknown_entity", "missing_values", "stale_values"]
+
+
+class EntityIssue(BaseModel):
+    """Why an entity's feature vector cannot be used as it is."""
+
+    entity: Any
+    status: EntityStatus
+    features: list[str] = []
+    """The features that are missing or stale (empty for an unknown entity)."""
+
+    @property
+    def reason(self) -> str:
+        if self.status == "unknown_entity":
+            return f"no features stored for entity {self.entity!r}"
+        kind = "missing" if self.status == "missing_values" else "older than their view's TTL"
+        return f"features {', '.join(self.features)} are {kind}"
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Online feature vectors for a list of entities, in request order, with every problem named."""
+
+    columns: dict[str, list[Any]]
+    """Join key, then each feature: one value per requested entity (what the store had, None where nothing)."""
+    statuses: list[EntityStatus]
+    issues: list[EntityIssue]
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns)
+
+
+class OnlineFeatureReader:
+    """Reads a feature service's vectors from the online store, checking each one.
+
+    Resolving a service from the registry costs milliseconds (protobuf decoding), so the reader resolves it once;
+    a serving worker holds one reader for its lifetime.
+    """
+
+    def __init__(self, store: FeatureStore, feature_service: str) -> None:
+        self.store = store
+        self.service = _feature_service(store, feature_service)
+        (self.join_key,) = _join_keys(store, self.service)
+        self.ttl_seconds: dict[str, float | None] = {}
+        for projection in self.service.feature_view_projections:
+            ttl = store.get_feature_view(projection.name).ttl
+            for feature in projection.features:
+                self.ttl_seconds[feature.name] = ttl.total_seconds() if ttl else None
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.ttl_seconds)
+
+    def fetch(self, entity_ids: Sequence[Any], *, now: datetime | None = None) -> OnlineFeatures:
+        """Look up each entity's features, reporting unknown entities and missing or stale values.
+
+        Feast answers an unknown entity with nulls and does not enforce TTL on online reads; this does both
+        checks. Staleness is judged against `now` (default: the current time) and each feature view's TTL.
+        """
+        response = self.store.get_online_features(
+            features=self.service, entity_rows=[{self.join_key: entity} for entity in entity_ids]
+        ).to_dict(include_event_timestamps=True)
+        now_seconds = _utc(now or datetime.now(timezone.utc)).timestamp()
+
+        statuses: list[EntityStatus] = []
+        issues: list[EntityIssue] = []
+        for row, entity in enumerate(entity_ids):
+            issue = self._check(entity, row, response, now_seconds)
+            statuses.append(issue.status if issue else "ok")
+            if issue:
+                issues.append(issue)
+        columns = {self.join_key: list(entity_ids), **{name: response[name] for name in self.features}}
+        return OnlineFeatures(columns=columns, statuses=statuses, issues=issues)
+
+    def _check(self, entity: Any, row: int, response: dict[str, list[Any]], now: float) -> EntityIssue | None:
+        stamps = {name: response[f"{name}__ts"][row] for name in self.features}
+        if not any(stamps.values()):
+            return EntityIssue(entity=entity, status="unknown_entity")
+        stale = [
+            name for name, ttl in self.ttl_seconds.items() if ttl is not None and stamps[name] and now - stamps[name] > ttl
+        ]
+        if stale:
+            return EntityIssue(entity=entity, status="stale_values", features=stale)
+        missing = [name for name in self.features if response[name][row] is None]
+        if missing:
+            return EntityIssue(entity=entity, status="missing_values", features=missing)
+        return None
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _feature_service(store: FeatureStore, name: str) -> FeatureService:
+    try:
+        return store.get_feature_service(name)
+    except Exception as error:  # Feast raises its own not-found type per registry backend
+        known = ", ".join(service.name for service in store.list_feature_services()) or "none (run apply first)"
+        raise ConfigError(f"feature service {name!r} is not registered; registered: {known}") from error
+
+
+def _join_keys(store: FeatureStore, service: FeatureService) -> list[str]:
+    keys: list[str] = []
+    for projection in service.feature_view_projections:
+        for column in store.get_feature_view(projection.name).entity_columns:
+            if column.name not in keys:
+                keys.append(column.name)
+    return keys
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -1,0 +1,52 @@
+"""Where things live: paths, store URLs and secrets, from `CICLO_*` environment variables.
+
+Settings say *where*; the project spec (`cicloml.yaml`, see `cicloml.spec`) says *what*. This is the only module
+that reads the environment.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field can be set as `CICLO_<FIELD>` (e.g. `CICLO_STATE_DIR`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CICLO_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Path(".ciclo")
+    """One folder for all local state: data, Feast registry and online store, models, profiles."""
+
+    spec_path: Path = Path("cicloml.yaml")
+    """The project spec: feature service, labels, model family, gates, drift thresholds, schedules."""
+
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """Feast online store: embedded SQLite under the state folder, or Redis at `redis_url`."""
+
+    redis_url: str = "127.0.0.1:6379"
+    """Feast Redis connection string (`host:port[,db=0][,password=...]`), used when `online_store` is redis."""
+
+    @field_validator("state_dir", "spec_path")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Resolved once, against the directory the process started in: later chdirs (Feast does some) must not move it.
+        return path.expanduser().resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        """Raw and generated data (demo tables, labels, predictions)."""
+        return self.state_dir / "data"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.state_dir / "feast"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call `get_settings.cache_clear()` after changing the environment."""
+    return Settings()
