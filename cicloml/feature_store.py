@@ -7,6 +7,7 @@ incrementally, `push_features` writes fresh rows straight to it.
 """
 
 import contextlib
+import copy
 import re
 import sys
 import time
@@ -21,6 +22,7 @@ import yaml
 from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import PushMode
 from feast.infra.provider import get_provider
+from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
 from feast.utils import _convert_arrow_to_proto
 from pydantic import BaseModel
@@ -62,8 +64,9 @@ def _fill_variables(config_path: Path, variables: dict[str, str]) -> str:
 
 
 class ApplyReport(BaseModel):
-    """What `apply_repo` registered, by kind."""
+    """What `apply_repo` registered, by kind, and which objects it created, updated or deleted."""
 
+    changed: list[str]
     entities: list[str]
     feature_views: list[str]
     feature_services: list[str]
@@ -74,14 +77,55 @@ def apply_repo(store: FeatureStore) -> ApplyReport:
     """Register the repo's definitions (like `feast apply`): create, update and delete to match the files."""
     with _definitions_importable(store.repo_path):
         repo = parse_repo(store.repo_path)
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, repo)
-    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    # Apply only when a definition changed: Feast's apply rewrites every object with new timestamps even when
+    # nothing changed, and its plan() reports such objects as updated, so the comparison is ours.
+    changed = _changes(store, repo)
+    if changed:
+        to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, repo)
+        store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     return ApplyReport(
+        changed=changed,
         entities=sorted(e.name for e in repo.entities if not e.name.startswith("__")),  # skip Feast's own dummy
         feature_views=sorted(v.name for v in repo.feature_views),
         feature_services=sorted(s.name for s in repo.feature_services),
         data_sources=sorted(s.name for s in repo.data_sources),
     )
+
+
+def _changes(store: FeatureStore, repo: RepoContents) -> list[str]:
+    """Objects the repo creates, updates or deletes relative to the registry, as 'kind name: change' lines."""
+    kinds = {
+        "entity": (repo.entities, store.list_entities),
+        "data source": (repo.data_sources, store.list_data_sources),
+        "feature view": (repo.feature_views, store.list_feature_views),
+        "feature service": (repo.feature_services, store.list_feature_services),
+    }
+    store.refresh_registry()
+    changes = []
+    for kind, (declared, list_registered) in kinds.items():
+        registered = {obj.name: obj for obj in list_registered() if not obj.name.startswith("__")}
+        declared_names = set()
+        for obj in declared:
+            if obj.name.startswith("__"):  # Feast's own placeholder entity
+                continue
+            declared_names.add(obj.name)
+            current = registered.get(obj.name)
+            if current is None:
+                changes.append(f"{kind} {obj.name}: create")
+            elif not _same_definition(current, obj):
+                changes.append(f"{kind} {obj.name}: update")
+        changes += [f"{kind} {name}: delete" for name in registered.keys() - declared_names]
+    return sorted(changes)
+
+
+def _same_definition(registered: Any, declared: Any) -> bool:
+    if isinstance(declared, FeatureView):
+        # Materialized windows are state, not definition; entity columns are inferred by apply from the entities
+        # (which are compared on their own) when a view does not declare them.
+        declared = copy.copy(declared)
+        declared.materialization_intervals = registered.materialization_intervals
+        declared.entity_columns = declared.entity_columns or registered.entity_columns
+    return bool(registered == declared)
 
 
 @contextlib.contextmanager
@@ -216,7 +260,16 @@ def fetch_training_frame(
         raise DataError(f"no labels in the training window (none available by {known_by})")
     entity_frame = entity_frame[required].rename(columns={labels.event_time: "event_timestamp"})
     entity_frame["event_timestamp"] = pd.to_datetime(entity_frame["event_timestamp"], utc=True)
-    frame = store.get_historical_features(entity_df=entity_frame, features=service).to_df()
+    # One retrieval per view, each joined back onto the labels: Feast's file offline store drops an entity row
+    # when every candidate row of *one* view is newer than it (a left join followed by a time filter), losing the
+    # other views' valid values too. Joined per view, such a row keeps those values and gets nulls for the rest.
+    keys = [*join_keys, "event_timestamp"]
+    frame = entity_frame
+    for projection in service.feature_view_projections:
+        names = [feature.name for feature in projection.features]
+        references = [f"{projection.name_to_use()}:{name}" for name in names]
+        view_frame = store.get_historical_features(entity_df=entity_frame[keys], features=references).to_df()
+        frame = frame.merge(view_frame[keys + names].drop_duplicates(keys), on=keys, how="left")
     frame = frame.rename(columns={"event_timestamp": labels.event_time})
     return frame.sort_values([labels.event_time, *join_keys], kind="stable").reset_index(drop=True)
 

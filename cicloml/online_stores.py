@@ -52,12 +52,12 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             rows = conn.execute(
-                f'SELECT entity_key, MAX(event_ts) FROM "{name}" '
+                # The column alias names the type so sqlite3 (PARSE_COLNAMES) converts the aggregate back.
+                f'SELECT entity_key, MAX(event_ts) AS "event_ts [timestamp]" FROM "{name}" '
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))}) GROUP BY entity_key",
                 chunk,
             )
-            for key, event_ts in rows:
-                stored[key] = event_ts if isinstance(event_ts, datetime) else datetime.fromisoformat(event_ts)
+            stored.update(rows)
         return stored
 
 

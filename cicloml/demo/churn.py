@@ -210,9 +210,10 @@ def _labels(
 ) -> pd.DataFrame:
     """Weekly observations at noon: did the customer churn within the next 30 days?"""
     first_day = activity["event_timestamp"].min().floor("D")
-    observed_days = pd.date_range(first_day + pd.Timedelta(days=6), end - LABEL_DELAY, freq="7D")
+    noon = pd.Timedelta(hours=12)
+    observed_days = pd.date_range(first_day + pd.Timedelta(days=6), end - LABEL_DELAY - noon, freq="7D")
     snapshots = activity[activity["event_timestamp"].dt.floor("D").isin(observed_days)].copy()
-    snapshots["observed_at"] = snapshots["event_timestamp"].dt.floor("D") + pd.Timedelta(hours=12)
+    snapshots["observed_at"] = snapshots["event_timestamp"].dt.floor("D") + noon
 
     # The profile in force at each observation (contract changes count from their own time on).
     snapshots = pd.merge_asof(
@@ -234,3 +235,8 @@ def _labels(
     labels["event_timestamp"] = pd.to_datetime(labels["event_timestamp"], utc=True)
     labels["label_timestamp"] = labels["event_timestamp"] + LABEL_DELAY
     return labels.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
+
+
+def write_churn_data(data_dir: Path, end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7) -> dict[str, Path]:
+    """Generate the demo world (see `generate_churn_data`) and write it under `data_dir`; return the paths."""
+    return generate_churn_data(end, customers=customers, days=days, seed=seed).write(data_dir)

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cicloml.errors import ConfigError
+from cicloml.spec import load_spec
+from tests.conftest import ROOT
+
+
+def write_spec(tmp_path: Path, **overrides: dict) -> Path:
+    raw = yaml.safe_load((ROOT / "cicloml.yaml").read_text())
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    path = tmp_path / "cicloml.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_shipped_spec_is_valid():
+    spec = load_spec(ROOT / "cicloml.yaml")
+    assert spec.features.feature_service == "churn_v1"
+    assert spec.labels.column == "churned"
+
+
+def test_bad_value_names_the_key_and_the_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_spec(write_spec(tmp_path, model={"family": "xgboost"}))
+    assert "model.family: Input should be 'sklearn' or 'lightning' (got 'xgboost')" in str(error.value)
+
+
+def test_every_bad_key_is_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_spec(write_spec(tmp_path, gates={"min_roc_auc": 1.5}, drift={"method": "ks", "colour": "red"}))
+    message = str(error.value)
+    assert "gates.min_roc_auc: Input should be less than or equal to 1 (got 1.5)" in message
+    assert "drift.method: Input should be 'hellinger', 'jensen_shannon' or 'wasserstein' (got 'ks')" in message
+    assert "drift.colour: unknown key; allowed keys here: method, threshold, min_drifted_features" in message
+
+
+def test_missing_required_key(tmp_path):
+    raw = yaml.safe_load((ROOT / "cicloml.yaml").read_text())
+    del raw["labels"]["column"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"labels\.column: required key is missing"):
+        load_spec(path)
+
+
+def test_bad_cron_expression(tmp_path):
+    with pytest.raises(ConfigError, match=r"schedules\.train: Value error, must be a cron expression with five fields"):
+        load_spec(write_spec(tmp_path, schedules={"train": "weekly"}))
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path):
+    with pytest.raises(ConfigError, match="project spec not found: .*CICLO_SPEC_PATH"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_spec(path)
