@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing and installs the
+# pinned set (constraints.txt) into it; a second run reuses it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
+export PREFECT_HOME ?= $(STATE_DIR)/prefect
+
+.PHONY: help demo test bench-features system-packages lock clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+demo: $(INSTALLED) ## Generate the demo data, register the Feast repo and materialize it (embedded default)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python -m flows.materialize_features
+
+test: $(INSTALLED) system-packages ## Run the test suite
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/pytest || [ $$? -eq 5 ]  # 5: no tests collected (e.g. a -k filter), not a failure
+
+bench-features: $(INSTALLED) system-packages ## Measure materialization and online lookups (prints JSON)
+	$(BIN)/python benchmarks/bench_features.py
+
+system-packages: ## Install the Debian packages the tests use (as root), or say which are missing
+	@bash .ci/system-packages
+
+# torch goes first and pinned: its CPU build lies on this disk, and anything looser pulls a multi-GB CUDA build.
+$(INSTALLED): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+lock: $(INSTALLED) ## Re-pin constraints.txt from the current environment (after changing pyproject.toml)
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
+
+clean: ## Remove local state (.ciclo) — models, data, Feast registry, Prefect database
+	rm -rf $(STATE_DIR)
