@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo test bench-features system-packages lock clean
+.PHONY: help demo test lint bench-features system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,6 +20,10 @@ demo: $(INSTALLED) ## Generate the demo data, register the Feast repo and materi
 test: $(INSTALLED) system-packages ## Run the test suite
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/pytest || [ $$? -eq 5 ]  # 5: no tests collected (e.g. a -k filter), not a failure
+
+lint: $(INSTALLED) ## Check style and imports (ruff)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench-features: $(INSTALLED) system-packages ## Measure materialization and online lookups (prints JSON)
 	$(BIN)/python benchmarks/bench_features.py

@@ -198,19 +198,16 @@ def _incremental_start(view: FeatureView, end: datetime) -> datetime:
 def _materialize_view(store: FeatureStore, provider: Any, view: FeatureView, start: datetime, end: datetime) -> int:
     source = view.batch_source
     join_keys = [column.name for column in view.entity_columns]
-    table = (
-        provider.offline_store.pull_latest_from_table_or_query(
-            config=store.config,
-            data_source=source,
-            join_key_columns=join_keys,
-            feature_name_columns=[feature.name for feature in view.features],
-            timestamp_field=source.timestamp_field,
-            created_timestamp_column=source.created_timestamp_column,
-            start_date=start,
-            end_date=end,
-        )
-        .to_arrow()
-    )
+    table = provider.offline_store.pull_latest_from_table_or_query(
+        config=store.config,
+        data_source=source,
+        join_key_columns=join_keys,
+        feature_name_columns=[feature.name for feature in view.features],
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column,
+        start_date=start,
+        end_date=end,
+    ).to_arrow()
     if table.num_rows:
         value_types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
         rows = _convert_arrow_to_proto(table, view, value_types)
@@ -359,7 +356,9 @@ class OnlineFeatureReader:
         if not any(stamps.values()):
             return EntityIssue(entity=entity, status="unknown_entity")
         stale = [
-            name for name, ttl in self.ttl_seconds.items() if ttl is not None and stamps[name] and now - stamps[name] > ttl
+            name
+            for name, ttl in self.ttl_seconds.items()
+            if ttl is not None and stamps[name] and now - stamps[name] > ttl
         ]
         if stale:
             return EntityIssue(entity=entity, status="stale_values", features=stale)

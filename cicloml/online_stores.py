@@ -5,8 +5,9 @@ old values back online. Feast's Redis store already skips writes older than (or 
 `MonotonicSqliteOnlineStore` gives SQLite the same rule. It is selected by class path in feature_store.yaml.
 """
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from feast import FeatureView, RepoConfig
 from feast.infra.key_encoding_utils import serialize_entity_key

@@ -5,7 +5,6 @@ A model records the service it was trained on and the bento asks Feast for exact
 """
 
 from feast import FeatureService
-
 from feature_views import customer_activity, customer_profile
 
 churn_v1 = FeatureService(

@@ -2,11 +2,10 @@
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Float64, Int64, String
-
 from data_sources import customer_activity_push, customer_profile_push
 from entities import customer
+from feast import FeatureView, Field
+from feast.types import Float64, Int64, String
 
 OWNER = "ml-platform@cicloml.dev"
 

@@ -49,10 +49,24 @@ def redis_server(work_dir: Path) -> Iterator[str]:
     """A real redis-server on a free loopback port, stopped afterwards; yields Feast's connection string."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (make test installs it when run as root: apt-get install redis-server)")
+        pytest.skip(
+            "redis-server is not installed (make test installs it when run as root: apt-get install redis-server)"
+        )
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(work_dir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work_dir),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -50,9 +50,7 @@ class DemoTables:
         return paths
 
 
-def generate_churn_data(
-    end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7
-) -> DemoTables:
+def generate_churn_data(end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7) -> DemoTables:
     """Generate `days` days of history for `customers` customers, ending at `end` (UTC)."""
     rng = np.random.default_rng(seed)
     end = _utc_midnight(end)
@@ -66,9 +64,7 @@ def generate_churn_data(
     return DemoTables(customers=profile_rows, activity=activity, labels=labels)
 
 
-def generate_traffic(
-    history: DemoTables, at: datetime, *, scenario: Scenario = "none", seed: int = 7
-) -> DemoTables:
+def generate_traffic(history: DemoTables, at: datetime, *, scenario: Scenario = "none", seed: int = 7) -> DemoTables:
     """The snapshot of every customer at `at`, continuing `history`, drifted by `scenario`.
 
     - `price_rise`: monthly charges up 35% for everyone.
@@ -237,6 +233,8 @@ def _labels(
     return labels.sort_values(["event_timestamp", "customer_id"], kind="stable").reset_index(drop=True)
 
 
-def write_churn_data(data_dir: Path, end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7) -> dict[str, Path]:
+def write_churn_data(
+    data_dir: Path, end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7
+) -> dict[str, Path]:
     """Generate the demo world (see `generate_churn_data`) and write it under `data_dir`; return the paths."""
     return generate_churn_data(end, customers=customers, days=days, seed=seed).write(data_dir)

@@ -20,9 +20,10 @@ END = datetime(2026, 11, 1, tzinfo=timezone.utc)
 def online_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """Settings for a fresh state folder, with the online store the test is parametrized over."""
     if request.param == "redis":
-        with redis_server(tmp_path) as url, ciclo_environment(
-            tmp_path / "state", online_store="redis", redis_url=url
-        ) as settings:
+        with (
+            redis_server(tmp_path) as url,
+            ciclo_environment(tmp_path / "state", online_store="redis", redis_url=url) as settings,
+        ):
             yield settings
     else:
         with ciclo_environment(tmp_path / "state") as settings:
@@ -37,7 +38,13 @@ def applied_store(settings: Settings, tables: DemoTables) -> FeatureStore:
 
 
 def profile_row(customer_id: int, at: datetime, **values: object) -> dict[str, object]:
-    row = {"plan": "basic", "contract": "month-to-month", "region": "north", "payment_method": "card", "senior_citizen": 0}
+    row = {
+        "plan": "basic",
+        "contract": "month-to-month",
+        "region": "north",
+        "payment_method": "card",
+        "senior_citizen": 0,
+    }
     return {"customer_id": customer_id, "event_timestamp": at, "created_timestamp": at, **row, **values}
 
 

@@ -31,14 +31,19 @@ def online_values(store, ids, now=END):
 def test_materialize_then_lookup_returns_each_entitys_latest_values(demo):
     store, tables = demo
     report = materialize(store, END)
-    assert {view.view: view.rows for view in report.views} == {"customer_profile": CUSTOMERS, "customer_activity": CUSTOMERS}
+    assert {view.view: view.rows for view in report.views} == {
+        "customer_profile": CUSTOMERS,
+        "customer_activity": CUSTOMERS,
+    }
 
     ids = sorted(tables.activity["customer_id"].unique())
     result = online_values(store, ids)
     got = result.frame().set_index("customer_id")
     expected_activity, expected_profile = latest(tables.activity, END), latest(tables.customers, END)
     pd.testing.assert_series_equal(got["tenure_days"], expected_activity["tenure_days"].loc[ids], check_dtype=False)
-    pd.testing.assert_series_equal(got["monthly_charges"], expected_activity["monthly_charges"].loc[ids], check_dtype=False)
+    pd.testing.assert_series_equal(
+        got["monthly_charges"], expected_activity["monthly_charges"].loc[ids], check_dtype=False
+    )
     pd.testing.assert_series_equal(got["contract"], expected_profile["contract"].loc[ids], check_dtype=False)
     # Whatever is not ok is a null in the latest snapshot, named.
     for issue in result.issues:
@@ -100,7 +105,9 @@ def test_values_older_than_the_view_ttl_are_reported_stale(demo):
 def test_pushed_rows_go_online_and_older_pushes_are_ignored(demo):
     store, _ = demo
     materialize(store, END)
-    fresh = pd.DataFrame([activity_row(1001, END + timedelta(hours=1), monthly_charges=999.0, days_since_last_login=None)])
+    fresh = pd.DataFrame(
+        [activity_row(1001, END + timedelta(hours=1), monthly_charges=999.0, days_since_last_login=None)]
+    )
     fresh["days_since_last_login"] = fresh["days_since_last_login"].astype("Int64")
     assert push_features(store, "customer_activity_push", fresh) == 1
     result = online_values(store, [1001], now=END + timedelta(hours=2))

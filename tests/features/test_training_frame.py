@@ -65,7 +65,9 @@ def test_values_older_than_the_view_ttl_are_not_joined(store):
 
 
 def test_only_labels_known_by_the_cutoff_are_used(store):
-    labels = pd.DataFrame([label(1, T0 + timedelta(days=1)), label(2, T0 + timedelta(hours=1), known_after=timedelta(days=40))])
+    labels = pd.DataFrame(
+        [label(1, T0 + timedelta(days=1)), label(2, T0 + timedelta(hours=1), known_after=timedelta(days=40))]
+    )
     frame = fetch_training_frame(store, "churn_v1", labels, LABELS, known_by=T0 + timedelta(days=35))
     assert frame["customer_id"].tolist() == [1]
 
@@ -87,13 +89,17 @@ def test_an_unknown_feature_service_lists_the_registered_ones(store):
 
 
 def test_a_missing_feast_repo_says_which_setting_names_it(settings, tmp_path):
-    with pytest.raises(ConfigError, match="Feast repository not found: .*feature_store.yaml does not exist .*features.repo"):
+    with pytest.raises(
+        ConfigError, match="Feast repository not found: .*feature_store.yaml does not exist .*features.repo"
+    ):
         open_store(tmp_path / "no-repo", settings)
 
 
 def test_the_repo_config_may_only_use_variables_cicloml_provides(settings, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "feature_store.yaml").write_text((ROOT / "features" / "feature_store.yaml").read_text() + "\n# ${CICLO_NOPE}\n")
+    (repo / "feature_store.yaml").write_text(
+        (ROOT / "features" / "feature_store.yaml").read_text() + "\n# ${CICLO_NOPE}\n"
+    )
     with pytest.raises(ConfigError, match=r"unknown variable \$\{CICLO_NOPE\}; cicloml provides CICLO_STATE_DIR"):
         open_store(repo, settings)

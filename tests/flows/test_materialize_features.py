@@ -33,7 +33,9 @@ def test_the_flow_materializes_once_and_a_rerun_changes_nothing(tmp_path):
         assert snapshot(settings) == state
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["materialize-summary"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["materialize-summary"]))
+        )
     assert artifacts, "the flow publishes a run summary artifact"
     assert "| customer_activity |" in artifacts[-1].data and "rows** materialized" in artifacts[-1].data
 
