@@ -24,10 +24,12 @@ from feast.data_source import PushMode
 from feast.infra.provider import get_provider
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
+from feast.types import String
 from feast.utils import _convert_arrow_to_proto
 from pydantic import BaseModel
 
 from cicloml.errors import ConfigError, DataError
+from cicloml.models.preprocessing import FeatureSchema
 from cicloml.settings import Settings
 from cicloml.spec import LabelsSpec
 
@@ -221,6 +223,17 @@ def push_features(store: FeatureStore, push_source: str, frame: pd.DataFrame, *,
         return 0
     store.push(push_source, frame, to=PushMode.ONLINE_AND_OFFLINE if offline else PushMode.ONLINE)
     return len(frame)
+
+
+def feature_schema(store: FeatureStore, feature_service: str) -> FeatureSchema:
+    """The service's features split into numeric and categorical (Feast String) features, in service order."""
+    service = _feature_service(store, feature_service)
+    fields = [field for projection in service.feature_view_projections for field in projection.features]
+    return FeatureSchema(
+        entity_keys=tuple(_join_keys(store, service)),
+        numeric=tuple(field.name for field in fields if field.dtype != String),
+        categorical=tuple(field.name for field in fields if field.dtype == String),
+    )
 
 
 # --- reading offline: training frames ---------------------------------------------------------------------------

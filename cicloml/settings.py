@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         return self.state_dir / "data"
 
     @property
+    def bentoml_home(self) -> Path:
+        """BentoML's home (its model store is the registry; bentos are built here). Serving sets BENTOML_HOME to it."""
+        return self.state_dir / "bentoml"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Champion pointers, one JSON file per model name."""
+        return self.state_dir / "registry"
+
+    @property
     def feast_dir(self) -> Path:
         """Feast registry and SQLite online store."""
         return self.state_dir / "feast"

@@ -6,10 +6,10 @@ it accepts, before any work starts.
 """
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cicloml.errors import ConfigError
 
@@ -38,15 +38,71 @@ class LabelsSpec(_Section):
     """When the label became known (labels arrive later than features); None if not recorded."""
 
 
-class ModelSpec(_Section):
-    family: Literal["sklearn", "lightning"] = "sklearn"
+class SearchSpec(_Section):
+    """Randomized hyperparameter search over time-series splits (scikit-learn family)."""
+
+    n_iter: int = Field(10, ge=1)
+    splits: int = Field(3, ge=2)
+    params: dict[str, list[Any]]
+    """Candidate values per estimator parameter, e.g. {learning_rate: [0.03, 0.1]}."""
+
+
+class SklearnModelSpec(_Section):
+    family: Literal["sklearn"] = "sklearn"
+    estimator: Literal["hist_gradient_boosting", "gradient_boosting", "random_forest", "logistic_regression"] = (
+        "hist_gradient_boosting"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
-    """Family-specific parameters, passed to the model builder."""
+    """Keyword arguments for the estimator."""
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _estimator_takes_params(self) -> "SklearnModelSpec":
+        from cicloml.models.sklearn import unknown_params  # imports scikit-learn; only when this family is used
+
+        unknown = unknown_params(self.estimator, set(self.params) | set(self.search.params if self.search else {}))
+        if unknown:
+            raise ValueError(f"{self.estimator} takes no parameter(s) {', '.join(unknown)}")
+        return self
+
+
+class LightningModelSpec(_Section):
+    family: Literal["lightning"]
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1)
+    validation_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+
+
+ModelSpec = Annotated[SklearnModelSpec | LightningModelSpec, Field(discriminator="family")]
+
+
+class ChecksSpec(_Section):
+    """Data checks a training frame must pass before any model is fitted."""
+
+    min_rows: int = Field(200, ge=1)
+    max_null_rate: float = Field(0.3, ge=0.0, le=1.0)
+    """Per feature."""
+    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    """Allowed [min, max] per feature (null for an open end)."""
+
+
+class TrainingSpec(_Section):
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    slices: list[str] = Field(default_factory=list)
+    """Categorical features to report metrics per value of (the worst slice is called out)."""
+    seed: int = 0
 
 
 class GatesSpec(_Section):
     min_roc_auc: float = Field(0.7, ge=0.0, le=1.0)
-    """Absolute floor a challenger must reach."""
+    """Absolute floor a challenger must reach on the test window."""
+    min_pr_auc: float = Field(0.0, ge=0.0, le=1.0)
     max_regression: float = Field(0.01, ge=0.0, le=1.0)
     """How much worse than the champion (ROC AUC, same test window) a challenger may be and still win."""
 
@@ -81,7 +137,9 @@ class ProjectSpec(_Section):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     features: FeaturesSpec
     labels: LabelsSpec
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = SklearnModelSpec()
+    checks: ChecksSpec = ChecksSpec()
+    training: TrainingSpec = TrainingSpec()
     gates: GatesSpec = GatesSpec()
     drift: DriftSpec = DriftSpec()
     schedules: SchedulesSpec = SchedulesSpec()
@@ -112,13 +170,25 @@ def _describe(problem: dict[str, Any]) -> str:
         return f"{key}: unknown key; allowed keys here: {allowed}"
     if problem["type"] == "missing":
         return f"{key}: required key is missing"
+    if problem["type"] == "union_tag_invalid":
+        return f"{key}.family: got {problem['ctx']['tag']!r}; allowed: {problem['ctx']['expected_tags']}"
     return f"{key}: {problem['msg']} (got {problem['input']!r})"
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = ProjectSpec
-    for part in loc:
-        annotation = model.model_fields[str(part)].annotation
-        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        model = annotation
-    return list(model.model_fields)
+    """The keys allowed at `loc`. A tagged union (the model section) appears in `loc` as its tag."""
+    candidates: list[type[BaseModel]] = [ProjectSpec]
+    for part in map(str, loc):
+        tagged = [model for model in candidates if _family(model) == part]
+        if tagged:
+            candidates = tagged
+            continue
+        annotation = next(model for model in candidates if part in model.model_fields).model_fields[part].annotation
+        members = get_args(annotation) or (annotation,)
+        candidates = [member for member in members if isinstance(member, type) and issubclass(member, BaseModel)]
+    return list(candidates[0].model_fields)
+
+
+def _family(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("family")
+    return get_args(field.annotation)[0] if field else None

@@ -18,7 +18,7 @@ class MaterializeParams(BaseModel):
     generate_demo_data: bool = False
     """Write the seeded demo data first (the embedded demo; leave off for real sources)."""
     demo_customers: int = Field(2000, ge=10)
-    demo_days: int = Field(60, ge=35, description="Labels arrive 30 days late, so at least 35 days of history.")
+    demo_days: int = Field(90, ge=35, description="Labels arrive 30 days late, so at least 35 days of history.")
     seed: int = 7
 
 

@@ -1,18 +1,39 @@
 """`cicloml` functions as Prefect tasks, wrapped in one place so the library never imports Prefect.
 
-Stores and frames are passed between tasks, so input-hash caching is off (NO_CACHE); the store steps retry
-because a locked SQLite file or a Redis blip is worth a second try.
+Stores, frames and models are passed between tasks, so input-hash caching is off (NO_CACHE); the store steps
+retry because a locked SQLite file or a Redis blip is worth a second try.
 """
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import feature_store
+from cicloml import checks, feature_store, gate, lineage, profiling, training
 from cicloml.demo import churn
+from cicloml.registry import ModelRegistry
 
+_step = task(cache_policy=NO_CACHE)
 _store_step = task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 
-write_churn_data = task(cache_policy=NO_CACHE)(churn.write_churn_data)
+# features
+write_churn_data = _step(churn.write_churn_data)
 open_store = _store_step(feature_store.open_store)
 apply_repo = _store_step(feature_store.apply_repo)
 materialize = _store_step(feature_store.materialize)
+fetch_training_frame = _store_step(feature_store.fetch_training_frame)
+feature_schema = _store_step(feature_store.feature_schema)
+
+# training
+read_labels = _step(training.read_labels)
+validate_training_frame = _step(checks.validate_training_frame)
+split_by_time = _step(training.split_by_time)
+fit_model = _step(training.fit_model)
+tune_threshold = _step(training.tune_threshold)
+evaluate_model = _step(training.evaluate_model)
+evaluate_champion = _step(training.evaluate_champion)
+decide_promotion = _step(gate.decide_promotion)
+describe_training = _step(lineage.describe_training)
+profile_frame = _step(profiling.profile_frame)
+
+# registry
+register_model = _store_step(ModelRegistry.register)
+promote_model = _store_step(ModelRegistry.promote)

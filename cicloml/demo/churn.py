@@ -50,7 +50,7 @@ class DemoTables:
         return paths
 
 
-def generate_churn_data(end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7) -> DemoTables:
+def generate_churn_data(end: datetime, *, customers: int = 2000, days: int = 90, seed: int = 7) -> DemoTables:
     """Generate `days` days of history for `customers` customers, ending at `end` (UTC)."""
     rng = np.random.default_rng(seed)
     end = _utc_midnight(end)
@@ -234,7 +234,7 @@ def _labels(
 
 
 def write_churn_data(
-    data_dir: Path, end: datetime, *, customers: int = 2000, days: int = 60, seed: int = 7
+    data_dir: Path, end: datetime, *, customers: int = 2000, days: int = 90, seed: int = 7
 ) -> dict[str, Path]:
     """Generate the demo world (see `generate_churn_data`) and write it under `data_dir`; return the paths."""
     return generate_churn_data(end, customers=customers, days=days, seed=seed).write(data_dir)

@@ -26,7 +26,13 @@ def test_the_shipped_spec_is_valid():
 def test_bad_value_names_the_key_and_the_allowed_values(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_spec(write_spec(tmp_path, model={"family": "xgboost"}))
-    assert "model.family: Input should be 'sklearn' or 'lightning' (got 'xgboost')" in str(error.value)
+    assert "model.family: got 'xgboost'; allowed: 'sklearn', 'lightning'" in str(error.value)
+
+
+def test_model_parameters_are_checked_for_the_chosen_family(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_spec(write_spec(tmp_path, model={"family": "lightning", "hiden_sizes": [8]}))
+    assert "model.lightning.hiden_sizes: unknown key; allowed keys here: family, hidden_sizes, dropout" in str(error.value)
 
 
 def test_every_bad_key_is_reported_at_once(tmp_path):
@@ -62,3 +68,8 @@ def test_invalid_yaml(tmp_path):
     path.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_spec(path)
+
+
+def test_estimator_parameters_are_checked_against_the_estimator(tmp_path):
+    with pytest.raises(ConfigError, match="model.sklearn: Value error, hist_gradient_boosting takes no parameter"):
+        load_spec(write_spec(tmp_path, model={"family": "sklearn", "params": {"n_trees": 5}}))

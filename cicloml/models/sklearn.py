@@ -1,0 +1,45 @@
+"""The scikit-learn family: shared preprocessing + a named estimator, optionally tuned by randomized search."""
+
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import RandomizedSearchCV, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
+
+from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
+from cicloml.spec import SklearnModelSpec
+
+ESTIMATORS: dict[str, type[BaseEstimator]] = {  # the names model.estimator accepts
+    "hist_gradient_boosting": HistGradientBoostingClassifier,
+    "gradient_boosting": GradientBoostingClassifier,
+    "random_forest": RandomForestClassifier,
+    "logistic_regression": LogisticRegression,
+}
+
+
+def build_sklearn_pipeline(schema: FeatureSchema, spec: SklearnModelSpec, seed: int) -> Pipeline | RandomizedSearchCV:
+    """Preprocessing then the estimator; with `spec.search`, a randomized search over time-series splits that
+    refits the best pipeline on all the training rows."""
+    estimator_class = ESTIMATORS[spec.estimator]
+    params: dict[str, Any] = {**spec.params}
+    if "random_state" in estimator_class().get_params():
+        params["random_state"] = seed
+    pipeline = Pipeline([("preprocess", build_preprocessor(schema)), ("classifier", estimator_class(**params))])
+    if spec.search is None:
+        return pipeline
+    return RandomizedSearchCV(
+        pipeline,
+        {f"classifier__{name}": values for name, values in spec.search.params.items()},
+        n_iter=spec.search.n_iter,
+        cv=TimeSeriesSplit(n_splits=spec.search.splits),
+        scoring="roc_auc",
+        random_state=seed,
+        refit=True,
+    )
+
+
+def unknown_params(estimator: str, names: set[str]) -> list[str]:
+    """The names in `names` that the estimator does not take."""
+    return sorted(names - set(ESTIMATORS[estimator]().get_params()))

@@ -1,0 +1,163 @@
+"""The model registry: BentoML's model store under the state folder, plus an explicit champion pointer.
+
+A model version is a BentoML model holding the fitted pipeline and the whylogs reference profile of its
+training features, with its lineage as metadata and its gate outcome as labels. Saving is atomic: the model is
+built in a staging store on the same filesystem and renamed into the real store in one step, so a crash never
+leaves a version that looks complete. The champion pointer moves only by `promote` and `rollback`, under a lock,
+and is rewritten atomically.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import bentoml
+import joblib
+from bentoml._internal.models.model import ModelStore
+from bentoml.exceptions import NotFound
+from pydantic import BaseModel
+from sklearn.pipeline import Pipeline
+
+from cicloml.atomic import atomic_path
+from cicloml.lineage import Lineage
+from cicloml.profiling import DatasetProfileView, read_profile, write_profile
+from cicloml.settings import Settings
+
+MODEL_FILE = "pipeline.joblib"
+REFERENCE_PROFILE_FILE = "reference_profile.bin"
+
+
+class ModelVersion(BaseModel):
+    tag: str
+    created: datetime
+    labels: dict[str, str]
+    lineage: Lineage
+    champion: bool
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    tag: str
+    pipeline: Pipeline
+    lineage: Lineage
+    path: Path
+
+    def reference_profile(self) -> DatasetProfileView:
+        return read_profile(self.path / REFERENCE_PROFILE_FILE)
+
+
+class ModelRegistry:
+    """Versions of one model name (the project spec's `name`) and which of them is the champion."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.name = name
+        self._store_dir = settings.bentoml_home / "models"
+        self.store = ModelStore(str(self._store_dir))
+        self._staging_dir = settings.bentoml_home / "staging"
+        self._pointer_path = settings.registry_dir / f"{name}.json"
+
+    # --- versions -------------------------------------------------------------------------------------------
+
+    def register(
+        self, pipeline: Pipeline, lineage: Lineage, reference: DatasetProfileView, labels: dict[str, str]
+    ) -> str:
+        """Save a new version atomically and return its tag (`name:version`)."""
+        shutil.rmtree(self._staging_dir, ignore_errors=True)  # what a crashed save left behind
+        staging = ModelStore(str(self._staging_dir))
+        # BentoML metadata takes only non-null basic values, so the lineage travels as one JSON string.
+        metadata = {"feature_service": lineage.feature_service, "lineage": lineage.model_dump_json()}
+        with bentoml.models.create(self.name, labels=labels, metadata=metadata, _model_store=staging) as model:
+            joblib.dump(pipeline, model.path_of(MODEL_FILE))
+            write_profile(reference, Path(model.path_of(REFERENCE_PROFILE_FILE)))
+        staged = Path(staging.get(model.tag).path)
+        final = self._store_dir / model.tag.name / str(model.tag.version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, final)  # the one step that makes the version visible
+        with atomic_path(final.parent / "latest") as latest:
+            latest.write_text(str(model.tag.version))
+        shutil.rmtree(self._staging_dir, ignore_errors=True)
+        return str(model.tag)
+
+    def load(self, tag: str) -> LoadedModel:
+        model = self._get(tag)
+        return LoadedModel(
+            tag=str(model.tag),
+            pipeline=joblib.load(model.path_of(MODEL_FILE)),
+            lineage=Lineage.model_validate_json(model.info.metadata["lineage"]),
+            path=Path(model.path),
+        )
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first."""
+        try:
+            models = self.store.list(self.name)
+        except NotFound:
+            return []
+        champion = self.champion()
+        versions = [
+            ModelVersion(
+                tag=str(model.tag),
+                created=model.info.creation_time,
+                labels=dict(model.info.labels),
+                lineage=Lineage.model_validate_json(model.info.metadata["lineage"]),
+                champion=str(model.tag) == champion,
+            )
+            for model in models
+        ]
+        return sorted(versions, key=lambda version: version.created)
+
+    def label(self, tag: str) -> dict[str, str]:
+        return dict(self._get(tag).info.labels)
+
+    def _get(self, tag: str) -> bentoml.Model:
+        try:
+            return self.store.get(tag)
+        except NotFound:
+            raise LookupError(
+                f"no model version {tag!r} in the registry ({self.name}); see `cicloml models list`"
+            ) from None
+
+    # --- the champion pointer ---------------------------------------------------------------------------------
+
+    def champion(self) -> str | None:
+        history = self._history()
+        return history[-1] if history else None
+
+    def promote(self, tag: str) -> None:
+        """Make `tag` the champion (the previous one stays in the history for rollback)."""
+        self._get(tag)
+        with self._pointer_lock():
+            history = self._history()
+            if not history or history[-1] != tag:
+                self._write_history([*history, tag])
+
+    def rollback(self) -> str:
+        """Restore the previous champion; return its tag."""
+        with self._pointer_lock():
+            history = self._history()
+            if len(history) < 2:
+                raise LookupError(f"{self.name} has no previous champion to roll back to")
+            self._write_history(history[:-1])
+            return history[-2]
+
+    def _history(self) -> list[str]:
+        if not self._pointer_path.exists():
+            return []
+        return list(json.loads(self._pointer_path.read_text())["history"])
+
+    def _write_history(self, history: list[str]) -> None:
+        with atomic_path(self._pointer_path) as temporary:
+            temporary.write_text(json.dumps({"champion": history[-1], "history": history}, indent=2))
+
+    @contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        self._pointer_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._pointer_path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield

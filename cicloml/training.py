@@ -1,0 +1,117 @@
+"""Training: read labels, split a frame by time, fit the configured model family, tune and evaluate it."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from cicloml.errors import ConfigError, DataError
+from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
+from cicloml.models.preprocessing import FeatureSchema
+from cicloml.registry import ModelRegistry
+from cicloml.settings import Settings
+from cicloml.spec import LabelsSpec, LightningModelSpec, SklearnModelSpec
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def split_by_time(
+    frame: pd.DataFrame, time_column: str, *, validation_fraction: float, test_fraction: float
+) -> TimeSplit:
+    """Oldest rows train, the next validate, the newest test. Rows sharing a timestamp stay together, so no
+    moment is in two splits and nothing from the future is trained on."""
+    times = frame[time_column]
+    share_up_to = times.value_counts().sort_index().cumsum() / len(frame)
+    test_start = share_up_to.index[share_up_to >= 1 - test_fraction][0]
+    validation_start = share_up_to.index[share_up_to >= 1 - test_fraction - validation_fraction][0]
+    split = TimeSplit(
+        train=frame[times < validation_start],
+        validation=frame[(times >= validation_start) & (times < test_start)],
+        test=frame[times >= test_start],
+    )
+    for name in ("train", "validation", "test"):
+        if getattr(split, name).empty:
+            raise DataError(
+                f"the {name} split is empty: {times.nunique()} distinct {time_column} values are too few to split "
+                "(widen the training window or change training.validation_fraction / test_fraction)"
+            )
+    return split
+
+
+def fit_model(
+    train_frame: pd.DataFrame, label: str, schema: FeatureSchema, spec: SklearnModelSpec | LightningModelSpec, seed: int
+) -> Pipeline:
+    """Fit the spec's model family on `train_frame` (rows in time order); return the fitted pipeline."""
+    if isinstance(spec, LightningModelSpec):
+        # Imported here: torch takes seconds to import, and the sklearn family never needs it.
+        from cicloml.models.lightning import build_lightning_pipeline
+
+        pipeline = build_lightning_pipeline(schema, spec.model_dump(exclude={"family"}), seed)
+    else:
+        from cicloml.models.sklearn import build_sklearn_pipeline
+
+        pipeline = build_sklearn_pipeline(schema, spec, seed)
+    fitted = pipeline.fit(train_frame[schema.features], train_frame[label].astype(int))
+    return getattr(fitted, "best_estimator_", fitted)  # a search refits the best pipeline on all rows
+
+
+def score(model: Pipeline, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """P(label = 1) for each row."""
+    return model.predict_proba(frame[schema.features])[:, 1]
+
+
+def read_labels(settings: Settings, labels: LabelsSpec) -> pd.DataFrame:
+    """The label table named by the spec (relative paths are under the state folder)."""
+    path = labels.path if labels.path.is_absolute() else settings.state_dir / labels.path
+    if not path.is_file():
+        raise ConfigError(f"label file not found: {path} (labels.path in the project spec)")
+    return pd.read_parquet(path)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's report on a frame, with the scores it was computed from (for plots)."""
+
+    report: EvalReport
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def markdown(self, champion: EvalReport | None = None) -> str:
+        """The report as a document for people: metrics (vs the champion), worst slice, slices, plots."""
+        images = plot_evaluation(self.scores, self.labels, self.report.threshold)
+        return render_markdown(self.report, champion=champion, images=images)
+
+
+def evaluate_model(
+    model: Pipeline, frame: pd.DataFrame, schema: FeatureSchema, label: str, *, threshold: float, slices: list[str]
+) -> Evaluation:
+    """Score `frame` and evaluate against its labels, overall and per value of each slice column."""
+    scores, labels = score(model, frame, schema), frame[label].to_numpy()
+    report = evaluate_scores(scores, labels, threshold=threshold, slices=frame[slices] if slices else None)
+    return Evaluation(report=report, scores=scores, labels=labels)
+
+
+def tune_threshold(model: Pipeline, validation_frame: pd.DataFrame, schema: FeatureSchema, label: str) -> float:
+    """The decision threshold with the best F1 on the validation split."""
+    return choose_threshold(score(model, validation_frame, schema), validation_frame[label].to_numpy())
+
+
+def evaluate_champion(
+    registry: ModelRegistry, frame: pd.DataFrame, label: str, *, slices: list[str]
+) -> tuple[str, EvalReport] | None:
+    """The current champion's report on `frame` (the challenger's test window), with its own threshold."""
+    tag = registry.champion()
+    if tag is None:
+        return None
+    champion = registry.load(tag)
+    features = champion.lineage.features
+    evaluation = evaluate_model(
+        champion.pipeline, frame, features, label, threshold=champion.lineage.threshold, slices=slices
+    )
+    return tag, evaluation.report
