@@ -27,13 +27,20 @@ def split_by_time(
     """Oldest rows train, the next validate, the newest test. Rows sharing a timestamp stay together, so no
     moment is in two splits and nothing from the future is trained on."""
     times = frame[time_column]
-    share_up_to = times.value_counts().sort_index().cumsum() / len(frame)
-    test_start = share_up_to.index[share_up_to >= 1 - test_fraction][0]
-    validation_start = share_up_to.index[share_up_to >= 1 - test_fraction - validation_fraction][0]
+    counts = times.value_counts().sort_index()
+    share_before = (counts.cumsum() - counts) / len(frame)  # share of rows strictly older than each timestamp
+
+    def starting_at(share: float) -> pd.Series:
+        """Rows from the first timestamp with at least `share` of the rows before it."""
+        later = share_before.index[share_before >= share]
+        return times >= later[0] if len(later) else pd.Series(False, index=frame.index)
+
+    in_test = starting_at(1 - test_fraction)
+    in_validation_or_test = starting_at(1 - test_fraction - validation_fraction)
     split = TimeSplit(
-        train=frame[times < validation_start],
-        validation=frame[(times >= validation_start) & (times < test_start)],
-        test=frame[times >= test_start],
+        train=frame[~in_validation_or_test],
+        validation=frame[in_validation_or_test & ~in_test],
+        test=frame[in_test],
     )
     for name in ("train", "validation", "test"):
         if getattr(split, name).empty:

@@ -32,7 +32,9 @@ def test_bad_value_names_the_key_and_the_allowed_values(tmp_path):
 def test_model_parameters_are_checked_for_the_chosen_family(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_spec(write_spec(tmp_path, model={"family": "lightning", "hiden_sizes": [8]}))
-    assert "model.lightning.hiden_sizes: unknown key; allowed keys here: family, hidden_sizes, dropout" in str(error.value)
+    assert "model.lightning.hiden_sizes: unknown key; allowed keys here: family, hidden_sizes, dropout" in str(
+        error.value
+    )
 
 
 def test_every_bad_key_is_reported_at_once(tmp_path):
