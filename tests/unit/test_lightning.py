@@ -21,7 +21,7 @@ SCHEMA = FeatureSchema(
     categorical=("plan", "region"),
 )
 # Small and quick to fit: a higher learning rate than the default so a few epochs suffice.
-PARAMS = {"hidden_sizes": (32, 16), "learning_rate": 1e-2, "batch_size": 128, "max_epochs": 20, "patience": 3}
+PARAMS = {"hidden_sizes": (32, 16), "learning_rate": 1e-2, "max_epochs": 20, "patience": 3}
 N_TRAIN, N_TEST = 1200, 400
 
 
