@@ -1,0 +1,5 @@
+import sys
+
+from cicloml.cli import main
+
+sys.exit(main())
