@@ -6,7 +6,8 @@ What it measures, in one run, on the seeded churn demo (`cicloml.demo.churn`, `-
    into a fresh SQLite online store and into a fresh Redis (a private `redis-server` started for the run).
    Throughput is entity rows written (`MaterializeReport.rows`, summed over views) per `MaterializeReport.seconds`.
    Baseline: Feast's own `FeatureStore.materialize(start, end)` into the same SQLite configuration, on a fresh state
-   folder, for the same data and window.
+   folder, for the same data and window. That configuration selects cicloml's `MonotonicSqliteOnlineStore`, so Feast's
+   materialize writes through the same store plugin: the ratio compares the pipelines around the write.
 2. Online lookups: `OnlineFeatureReader(store, <feature service>).fetch(ids)` for 1 and for 50 random known entities,
    in process, after a warm-up. Baseline: Feast's `get_online_features(...).to_dict()` for the same ids, timed
    interleaved with ours, so the cost of cicloml's unknown/missing/stale checks shows as a ratio.
@@ -38,7 +39,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib.metadata import version
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,8 +258,8 @@ def lookup_latencies(reader: OnlineFeatureReader, id_sets: list[list[int]]) -> t
     ours: list[float] = []
     feast: list[float] = []
     for ids in id_sets:
-        ours.append(timed(lambda: reader.fetch(ids)))
-        feast.append(timed(lambda: raw_feast_lookup(reader, ids)))
+        ours.append(timed(partial(reader.fetch, ids)))
+        feast.append(timed(partial(raw_feast_lookup, reader, ids)))
     return ours, feast
 
 
@@ -364,10 +366,19 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "feast": version("feast"),
         "redis_py": version("redis"),
+        # redis-py packs commands and parses replies in C when hiredis is installed, in Python otherwise.
+        "hiredis": optional_version("hiredis"),
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def optional_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

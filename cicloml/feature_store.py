@@ -8,9 +8,11 @@ incrementally, `push_features` writes fresh rows straight to it.
 
 import contextlib
 import copy
+import gc
 import re
 import sys
 import time
+from calendar import timegm
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -18,14 +20,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 import yaml
 from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import PushMode
 from feast.infra.provider import get_provider
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.repo_contents import RepoContents
 from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
+from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.types import String
 from feast.utils import _convert_arrow_to_proto
+from feast.value_type import ValueType
 from pydantic import BaseModel
 
 from cicloml.errors import ConfigError, DataError
@@ -185,10 +191,24 @@ def materialize(store: FeatureStore, end: datetime, *, start: datetime | None = 
         window_start = _utc(start) if start else _incremental_start(view, end)
         rows = 0
         if window_start < end:
-            rows = _materialize_view(store, provider, view, window_start, end)
+            with _garbage_collection_paused():
+                rows = _materialize_view(store, provider, view, window_start, end)
             store.registry.apply_materialization(view, store.project, window_start, end)
         windows.append(ViewMaterialization(view=view.name, start=window_start, end=end, rows=rows))
     return MaterializeReport(views=windows, seconds=time.perf_counter() - began)
+
+
+@contextlib.contextmanager
+def _garbage_collection_paused() -> Iterator[None]:
+    """Converting a window to protobufs creates millions of short-lived objects that hold no cycles; the cyclic
+    collector scanning them took ~30% of materialization (measured with benchmarks/bench_features.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _incremental_start(view: FeatureView, end: datetime) -> datetime:
@@ -198,23 +218,42 @@ def _incremental_start(view: FeatureView, end: datetime) -> datetime:
 
 
 def _materialize_view(store: FeatureStore, provider: Any, view: FeatureView, start: datetime, end: datetime) -> int:
+    # Feast's converter reads only the first record batch, so the table must be one chunk.
+    table = _pull_latest(store, provider, view, start, end).combine_chunks()
+    if table.num_rows:
+        value_types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+        rows = _convert_arrow_to_proto(table, view, value_types)
+        provider.online_write_batch(store.config, view, rows, progress=None)
+    return table.num_rows
+
+
+def _pull_latest(store: FeatureStore, provider: Any, view: FeatureView, start: datetime, end: datetime) -> pa.Table:
+    """The newest row per entity with event time in [start, end), from the view's batch source."""
     source = view.batch_source
-    join_keys = [column.name for column in view.entity_columns]
-    table = provider.offline_store.pull_latest_from_table_or_query(
+    return provider.offline_store.pull_latest_from_table_or_query(
         config=store.config,
         data_source=source,
-        join_key_columns=join_keys,
+        join_key_columns=[column.name for column in view.entity_columns],
         feature_name_columns=[feature.name for feature in view.features],
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column,
         start_date=start,
         end_date=end,
     ).to_arrow()
-    if table.num_rows:
-        value_types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-        rows = _convert_arrow_to_proto(table, view, value_types)
-        provider.online_write_batch(store.config, view, rows, progress=None)
-    return table.num_rows
+
+
+def known_entities(store: FeatureStore, feature_service: str, as_of: datetime) -> pd.DataFrame:
+    """Every entity with a row within its view's TTL as of `as_of`, in any of the service's views (join keys)."""
+    service = _feature_service(store, feature_service)
+    join_keys = _join_keys(store, service)
+    provider = get_provider(store.config)
+    as_of = _utc(as_of)
+    frames = []
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        start = as_of - (view.ttl or timedelta(days=3650))
+        frames.append(_pull_latest(store, provider, view, start, as_of).select(join_keys).to_pandas())
+    return pd.concat(frames).drop_duplicates().sort_values(join_keys).reset_index(drop=True)
 
 
 def push_features(store: FeatureStore, push_source: str, frame: pd.DataFrame, *, offline: bool = False) -> int:
@@ -269,19 +308,29 @@ def fetch_training_frame(
     if entity_frame.empty:
         raise DataError(f"no labels in the training window (none available by {known_by})")
     entity_frame = entity_frame[required].rename(columns={labels.event_time: "event_timestamp"})
-    entity_frame["event_timestamp"] = pd.to_datetime(entity_frame["event_timestamp"], utc=True)
-    # One retrieval per view, each joined back onto the labels: Feast's file offline store drops an entity row
-    # when every candidate row of *one* view is newer than it (a left join followed by a time filter), losing the
-    # other views' valid values too. Joined per view, such a row keeps those values and gets nulls for the rest.
-    keys = [*join_keys, "event_timestamp"]
-    frame = entity_frame
+    frame = fetch_feature_frame(store, feature_service, entity_frame)
+    frame = frame.rename(columns={"event_timestamp": labels.event_time})
+    return frame.sort_values([labels.event_time, *join_keys], kind="stable").reset_index(drop=True)
+
+
+def fetch_feature_frame(store: FeatureStore, feature_service: str, entity_frame: pd.DataFrame) -> pd.DataFrame:
+    """The service's features as of each row's `event_timestamp` (point-in-time correct), every row kept.
+
+    `entity_frame` holds the join keys and `event_timestamp`; its other columns are carried through.
+    """
+    service = _feature_service(store, feature_service)
+    keys = [*_join_keys(store, service), "event_timestamp"]
+    frame = entity_frame.assign(event_timestamp=pd.to_datetime(entity_frame["event_timestamp"], utc=True))
+    # One retrieval per view, each joined back onto the entity rows: Feast's file offline store drops an entity
+    # row when every candidate row of *one* view is newer than it (a left join followed by a time filter), losing
+    # the other views' valid values too. Joined per view, such a row keeps those values and gets nulls for the rest.
+    entity_keys = frame[keys]
     for projection in service.feature_view_projections:
         names = [feature.name for feature in projection.features]
         references = [f"{projection.name_to_use()}:{name}" for name in names]
-        view_frame = store.get_historical_features(entity_df=entity_frame[keys], features=references).to_df()
+        view_frame = store.get_historical_features(entity_df=entity_keys, features=references).to_df()
         frame = frame.merge(view_frame[keys + names].drop_duplicates(keys), on=keys, how="left")
-    frame = frame.rename(columns={"event_timestamp": labels.event_time})
-    return frame.sort_values([labels.event_time, *join_keys], kind="stable").reset_index(drop=True)
+    return frame
 
 
 # --- reading online: feature vectors ----------------------------------------------------------------------------
@@ -325,8 +374,12 @@ class OnlineFeatures:
 class OnlineFeatureReader:
     """Reads a feature service's vectors from the online store, checking each one.
 
-    Resolving a service from the registry costs milliseconds (protobuf decoding), so the reader resolves it once;
-    a serving worker holds one reader for its lifetime.
+    Everything a lookup needs is resolved once, when the reader is made: the service's feature views (resolving
+    them from the registry costs milliseconds of protobuf decoding), the online store plugin, the entity key type
+    and each feature's value type. A lookup then reads each view straight through the plugin's `online_read`
+    (the call underneath Feast's `get_online_features`, without its per-request resolution and response
+    building) and converts values as Feast's `to_dict` does. A serving worker holds one reader for its lifetime;
+    make a new one after the service's definition changes.
     """
 
     def __init__(self, store: FeatureStore, feature_service: str) -> None:
@@ -334,10 +387,30 @@ class OnlineFeatureReader:
         self.service = _feature_service(store, feature_service)
         (self.join_key,) = _join_keys(store, self.service)
         self.ttl_seconds: dict[str, float | None] = {}
+        # Per view, in service order: the view (with the service's projection, as Feast reads it), the requested
+        # feature names, a value converter per feature, and the view's TTL in seconds.
+        self._views: list[tuple[FeatureView, list[str], list[Any], float | None]] = []
         for projection in self.service.feature_view_projections:
-            ttl = store.get_feature_view(projection.name).ttl
-            for feature in projection.features:
-                self.ttl_seconds[feature.name] = ttl.total_seconds() if ttl else None
+            view = store.get_feature_view(projection.name)
+            ttl = view.ttl.total_seconds() if view.ttl else None
+            names = [feature.name for feature in projection.features]
+            for name in names:
+                if name in self.ttl_seconds:
+                    raise ConfigError(
+                        f"feature service {feature_service!r} has two features named {name!r}; "
+                        "online lookups need distinct feature names"
+                    )
+                self.ttl_seconds[name] = ttl
+            value_types = {field.name: field.dtype.to_value_type() for field in view.features}
+            converters = [self._converter(value_types[name]) for name in names]
+            self._views.append((view.with_projection(copy.copy(projection)), names, converters, ttl))
+        # The join key's declared type, which Feast converts entity values to (its entity type map: the last
+        # view declaring the column wins).
+        entity_types = {
+            column.name: column.dtype.to_value_type() for view, *_ in self._views for column in view.entity_columns
+        }
+        self._entity_type = entity_types[self.join_key]
+        self._online_store = get_provider(store.config).online_store
 
     @property
     def features(self) -> list[str]:
@@ -349,36 +422,87 @@ class OnlineFeatureReader:
         Feast answers an unknown entity with nulls and does not enforce TTL on online reads; this does both
         checks. Staleness is judged against `now` (default: the current time) and each feature view's TTL.
         """
-        response = self.store.get_online_features(
-            features=self.service, entity_rows=[{self.join_key: entity} for entity in entity_ids]
-        ).to_dict(include_event_timestamps=True)
+        entities = list(entity_ids)
         now_seconds = _utc(now or datetime.now(timezone.utc)).timestamp()
+        keys = self._entity_keys(entities)
+        columns: dict[str, list[Any]] = {self.join_key: list(entities)}
+        found = [False] * len(entities)
+        stale: list[list[str]] = [[] for _ in entities]
+        for view, names, converters, ttl in self._views:
+            values = [[None] * len(entities) for _ in names]
+            # A copy of the names: some stores (Redis) append their own fields to the list they are given.
+            rows = self._online_store.online_read(self.store.config, view, keys, list(names)) if keys else []
+            for row, (event_ts, stored) in enumerate(rows):
+                if stored is not None:
+                    for column, name, convert in zip(values, names, converters, strict=True):
+                        value = stored.get(name)
+                        if value is not None:
+                            column[row] = convert(value)
+                # Feast's response carries whole seconds, 0 where the view has nothing for the entity.
+                seconds = self._seconds(event_ts)
+                if seconds:
+                    found[row] = True
+                    if ttl is not None and now_seconds - seconds > ttl:
+                        stale[row] += names
+            columns.update(zip(names, values, strict=True))
 
         statuses: list[EntityStatus] = []
         issues: list[EntityIssue] = []
-        for row, entity in enumerate(entity_ids):
-            issue = self._check(entity, row, response, now_seconds)
+        for row, entity in enumerate(entities):
+            issue = self._check(entity, row, columns, found[row], stale[row])
             statuses.append(issue.status if issue else "ok")
             if issue:
                 issues.append(issue)
-        columns = {self.join_key: list(entity_ids), **{name: response[name] for name in self.features}}
-        return OnlineFeatures(columns=columns, statuses=statuses, issues=issues)
+        return OnlineFeatures(
+            columns={name: columns[name] for name in (self.join_key, *self.features)}, statuses=statuses, issues=issues
+        )
 
-    def _check(self, entity: Any, row: int, response: dict[str, list[Any]], now: float) -> EntityIssue | None:
-        stamps = {name: response[f"{name}__ts"][row] for name in self.features}
-        if not any(stamps.values()):
+    def _check(
+        self, entity: Any, row: int, columns: dict[str, list[Any]], found: bool, stale: list[str]
+    ) -> EntityIssue | None:
+        if not found:
             return EntityIssue(entity=entity, status="unknown_entity")
-        stale = [
-            name
-            for name, ttl in self.ttl_seconds.items()
-            if ttl is not None and stamps[name] and now - stamps[name] > ttl
-        ]
         if stale:
             return EntityIssue(entity=entity, status="stale_values", features=stale)
-        missing = [name for name in self.features if response[name][row] is None]
+        missing = [name for name in self.features if columns[name][row] is None]
         if missing:
             return EntityIssue(entity=entity, status="missing_values", features=missing)
         return None
+
+    def _entity_keys(self, entities: list[Any]) -> list[Any]:
+        """Entity key protos as Feast builds them from entity rows (the join key's declared value type)."""
+        if not entities:
+            return []
+        join_keys = [self.join_key]
+        return [
+            EntityKey(join_keys=join_keys, entity_values=[value])
+            for value in python_values_to_proto_values(entities, self._entity_type)
+        ]
+
+    def _seconds(self, event_ts: datetime | None) -> int:
+        """Whole epoch seconds, as Feast's `Timestamp.FromDatetime` computes them (naive means UTC)."""
+        return timegm(event_ts.utctimetuple()) if event_ts is not None else 0
+
+    @staticmethod
+    def _converter(value_type: Any) -> Any:
+        """Python value of a stored ValueProto, as Feast's `OnlineResponse.to_dict` gives it.
+
+        Plain scalars (int, float, str, bool, bytes) are read straight off the proto; anything else goes through
+        Feast's `feast_value_type_to_python_type`, with the feature's value type as `to_dict` passes it.
+        """
+        plain = {"int64_val", "int32_val", "double_val", "float_val", "bool_val", "bytes_val"}
+        if value_type not in (ValueType.UUID, ValueType.TIME_UUID):
+            plain.add("string_val")  # Feast turns strings of UUID-typed features into uuid.UUID
+
+        def convert(value: Any) -> Any:
+            kind = value.WhichOneof("val")
+            if kind is None:
+                return None
+            if kind in plain:
+                return getattr(value, kind)
+            return feast_value_type_to_python_type(value, value_type)
+
+        return convert
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -3,23 +3,40 @@
 Feast's SQLite store upserts whatever it is given, so re-materializing an older window after a newer one puts
 old values back online. Feast's Redis store already skips writes older than (or as old as) the stored value;
 `MonotonicSqliteOnlineStore` gives SQLite the same rule. It is selected by class path in feature_store.yaml.
+
+What it writes is what Feast's `SqliteOnlineStore.online_write_batch` writes: the same table, the same columns
+(`entity_key, feature_name, value, value_text, [value_num], [vector_value], event_ts, created_ts`) and the same
+values in them, so Feast's own `online_read` reads them back. How it writes differs from Feast:
+
+- One `executemany` per batch, in one transaction, instead of one statement per (entity, feature) value.
+- The upsert only replaces a stored value whose event time is *older* than the incoming one; the rule is
+  enforced in SQL, per (entity, feature) row, on the stored `event_ts`. That column holds what Feast binds for a
+  datetime (whole epoch seconds), so two event times within the same second count as the same time and the
+  value already stored is kept. A feature that has no stored value yet is always inserted.
+- Within a batch only the newest row per entity is written (by event time, then created time), so the
+  outcome does not depend on the order of the rows.
+- `progress` is called once per batch with the number of rows given, not once per row.
 """
 
-from collections.abc import Callable
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
 from feast import FeatureView, RepoConfig
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _table_id
+from feast.infra.key_encoding_utils import serialize_entity_key, serialize_f32
+from feast.infra.online_stores.helpers import extract_text_and_num
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _quote_id, _table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.utils import to_naive_utc
+from feast.type_map import feast_value_type_to_python_type
+from feast.types import FEAST_VECTOR_TYPES
+from feast.utils import _get_feature_view_vector_field_metadata, to_naive_utc
 
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
-# SQLite allows 32766 bound parameters per statement; stay well below it.
-_LOOKUP_CHUNK = 900
+logger = logging.getLogger(__name__)
 
 
 class MonotonicSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
@@ -29,7 +46,7 @@ class MonotonicSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 
 
 class MonotonicSqliteOnlineStore(SqliteOnlineStore):
-    """SQLite online store that keeps, per entity, the row with the newest event timestamp."""
+    """SQLite online store that keeps, per entity and feature, the value with the newest event timestamp."""
 
     def online_write_batch(
         self,
@@ -38,28 +55,89 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         data: list[Row],
         progress: Callable[[int], Any] | None,
     ) -> None:
+        conn = self._get_conn(config)
+        name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        with_value_num = self._writes_value_num(config, conn, name)
+        with_vector = bool(config.online_store.vector_enabled)
         newest = _newest_per_entity(data, config.entity_key_serialization_version)
-        stored = self._stored_event_times(config, table, list(newest))
-        fresh = [row for key, row in newest.items() if key not in stored or to_naive_utc(row[2]) > stored[key]]
-        if fresh:
-            super().online_write_batch(config, table, fresh, progress=None)
+        if newest:
+            statement = _upsert_statement(name, with_value_num=with_value_num, with_vector=with_vector)
+            vector_value = _vector_value(table) if with_vector else None
+            rows = _statement_rows(newest, with_value_num=with_value_num, vector_value=vector_value)
+            with conn:
+                conn.executemany(statement, rows)
         if progress:
             progress(len(data))
 
-    def _stored_event_times(self, config: RepoConfig, table: FeatureView, keys: list[bytes]) -> dict[bytes, datetime]:
-        conn = self._get_conn(config)
-        name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
-        stored: dict[bytes, datetime] = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            rows = conn.execute(
-                # The column alias names the type so sqlite3 (PARSE_COLNAMES) converts the aggregate back.
-                f'SELECT entity_key, MAX(event_ts) AS "event_ts [timestamp]" FROM "{name}" '
-                f"WHERE entity_key IN ({','.join('?' * len(chunk))}) GROUP BY entity_key",
-                chunk,
-            )
-            stored.update(rows)
-        return stored
+    def _writes_value_num(self, config: RepoConfig, conn: sqlite3.Connection, name: str) -> bool:
+        """Whether Feast's writer would fill `value_num`: asked for in the config and the column exists."""
+        if not getattr(config.online_store, "enable_openai_compatible_store", False):
+            return False
+        if self._check_table_has_value_num(conn, name):
+            return True
+        logger.warning(
+            "enable_openai_compatible_store is True but value_num column not found in table '%s'. "
+            "Run `feast apply` to add it. Writing without value_num.",
+            name,
+        )
+        return False
+
+
+def _upsert_statement(name: str, *, with_value_num: bool, with_vector: bool) -> str:
+    """Feast's upsert, with a WHERE on its update: a stored value is replaced only by a strictly newer one."""
+    columns = ["entity_key", "feature_name", "value", "value_text"]
+    if with_value_num:
+        columns.append("value_num")
+    if with_vector:
+        columns.append("vector_value")
+    columns += ["event_ts", "created_ts"]
+    table = _quote_id(name)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns[2:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates} "
+        f"WHERE excluded.event_ts > {table}.event_ts"
+    )
+
+
+def _statement_rows(
+    newest: dict[bytes, Row], *, with_value_num: bool, vector_value: Callable[[str, ValueProto], Any] | None
+) -> Iterator[tuple[Any, ...]]:
+    """One parameter tuple per (entity, feature), in key order (sorted inserts keep the B-tree writes local)."""
+    # Bind timestamps exactly as Feast's writer does: through the datetime adapter its sqlite module registers
+    # (whole epoch seconds), applied once per entity here instead of once per value.
+    adapt = getattr(sqlite3, "adapters", {}).get((datetime, sqlite3.PrepareProtocol), _unchanged)
+    for key in sorted(newest):
+        _, values, event_ts, created_ts = newest[key]
+        event = adapt(to_naive_utc(event_ts))
+        created = adapt(to_naive_utc(created_ts)) if created_ts is not None else None
+        for feature_name in sorted(values):
+            value = values[feature_name]
+            value_text, value_num = extract_text_and_num(value, with_value_num)
+            row: tuple[Any, ...] = (key, feature_name, value.SerializeToString(), value_text)
+            if with_value_num:
+                row += (value_num,)
+            if vector_value is not None:
+                row += (vector_value(feature_name, value),)
+            yield (*row, event, created)
+
+
+def _vector_value(table: FeatureView) -> Callable[[str, ValueProto], Any]:
+    """What Feast's writer puts in `vector_value` when `vector_enabled`: packed floats for vector features."""
+    vector_features = {feature.name for feature in table.features if feature.dtype in FEAST_VECTOR_TYPES}
+    # Looked up only when there is a vector feature, as Feast does (it raises for more than one vector field).
+    length = getattr(_get_feature_view_vector_field_metadata(table), "vector_length", 512) if vector_features else 0
+
+    def vector_value(feature_name: str, value: ValueProto) -> Any:
+        if feature_name in vector_features:
+            return serialize_f32(value.float_list_val.val, length)
+        return feast_value_type_to_python_type(value)
+
+    return vector_value
+
+
+def _unchanged(value: Any) -> Any:
+    return value
 
 
 def _newest_per_entity(data: list[Row], serialization_version: int) -> dict[bytes, Row]:
@@ -67,8 +145,8 @@ def _newest_per_entity(data: list[Row], serialization_version: int) -> dict[byte
     newest: dict[bytes, Row] = {}
     for row in data:
         key = serialize_entity_key(row[0], entity_key_serialization_version=serialization_version)
-        held = newest.get(key)
-        if held is None or _order(row) > _order(held):
+        held = newest.setdefault(key, row)
+        if held is not row and _order(row) > _order(held):
             newest[key] = row
     return newest
 

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         return self.state_dir / "bentoml"
 
     @property
+    def predictions_dir(self) -> Path:
+        """Batch predictions: `parquet/` (a dataset partitioned by date) and `predictions.db` (SQLite)."""
+        return self.state_dir / "predictions"
+
+    @property
     def registry_dir(self) -> Path:
         """Champion pointers, one JSON file per model name."""
         return self.state_dir / "registry"

@@ -137,7 +137,7 @@ class ProjectSpec(_Section):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     features: FeaturesSpec
     labels: LabelsSpec
-    model: ModelSpec = SklearnModelSpec()
+    model: ModelSpec = Field(default_factory=SklearnModelSpec)
     checks: ChecksSpec = ChecksSpec()
     training: TrainingSpec = TrainingSpec()
     gates: GatesSpec = GatesSpec()

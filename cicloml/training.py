@@ -24,19 +24,19 @@ class TimeSplit:
 def split_by_time(
     frame: pd.DataFrame, time_column: str, *, validation_fraction: float, test_fraction: float
 ) -> TimeSplit:
-    """Oldest rows train, the next validate, the newest test. Rows sharing a timestamp stay together, so no
-    moment is in two splits and nothing from the future is trained on."""
+    """The newest rows (at least `test_fraction` of them) test, the ones before (at least `validation_fraction`)
+    validate, the rest train. Rows sharing a timestamp stay together, so no moment is in two splits and nothing
+    from the future is trained on."""
     times = frame[time_column]
     counts = times.value_counts().sort_index()
-    share_before = (counts.cumsum() - counts) / len(frame)  # share of rows strictly older than each timestamp
+    share_from = counts[::-1].cumsum()[::-1] / len(frame)  # share of rows at or after each timestamp
 
-    def starting_at(share: float) -> pd.Series:
-        """Rows from the first timestamp with at least `share` of the rows before it."""
-        later = share_before.index[share_before >= share]
-        return times >= later[0] if len(later) else pd.Series(False, index=frame.index)
+    def newest_holding(share: float) -> pd.Series:
+        """Rows from the newest timestamp on which at least `share` of the rows lie."""
+        return times >= share_from.index[share_from >= share][-1]
 
-    in_test = starting_at(1 - test_fraction)
-    in_validation_or_test = starting_at(1 - test_fraction - validation_fraction)
+    in_test = newest_holding(test_fraction)
+    in_validation_or_test = newest_holding(test_fraction + validation_fraction)
     split = TimeSplit(
         train=frame[~in_validation_or_test],
         validation=frame[in_validation_or_test & ~in_test],

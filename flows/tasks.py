@@ -7,7 +7,7 @@ retry because a locked SQLite file or a Redis blip is worth a second try.
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import checks, feature_store, gate, lineage, profiling, training
+from cicloml import batch, checks, feature_store, profiling, training
 from cicloml.demo import churn
 from cicloml.registry import ModelRegistry
 
@@ -20,20 +20,21 @@ open_store = _store_step(feature_store.open_store)
 apply_repo = _store_step(feature_store.apply_repo)
 materialize = _store_step(feature_store.materialize)
 fetch_training_frame = _store_step(feature_store.fetch_training_frame)
-feature_schema = _store_step(feature_store.feature_schema)
+known_entities = _store_step(feature_store.known_entities)
+fetch_feature_frame = _store_step(feature_store.fetch_feature_frame)
 
 # training
-read_labels = _step(training.read_labels)
 validate_training_frame = _step(checks.validate_training_frame)
-split_by_time = _step(training.split_by_time)
 fit_model = _step(training.fit_model)
-tune_threshold = _step(training.tune_threshold)
 evaluate_model = _step(training.evaluate_model)
 evaluate_champion = _step(training.evaluate_champion)
-decide_promotion = _step(gate.decide_promotion)
-describe_training = _step(lineage.describe_training)
 profile_frame = _step(profiling.profile_frame)
 
 # registry
 register_model = _store_step(ModelRegistry.register)
 promote_model = _store_step(ModelRegistry.promote)
+load_model = _store_step(ModelRegistry.load)
+
+# batch scoring
+score_entities = _step(batch.score_entities)
+write_predictions = _step(batch.write_predictions)

@@ -7,10 +7,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from cicloml.gate import GateDecision
+from cicloml.feature_store import feature_schema, open_store
+from cicloml.gate import GateDecision, decide_promotion
+from cicloml.lineage import describe_training
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
+from cicloml.training import read_labels, split_by_time, tune_threshold
 from flows import tasks
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -41,14 +44,15 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     service, label, time_column = spec.features.feature_service, spec.labels.column, spec.labels.event_time
     registry = ModelRegistry(settings, spec.name)
 
-    store = tasks.open_store(spec.features.repo, settings)
-    schema = tasks.feature_schema(store, service)
-    labels = tasks.read_labels(settings, spec.labels)
+    # Quick steps are plain calls; tasks are the steps worth watching, retrying and timing in the UI.
+    store = open_store(spec.features.repo, settings)
+    schema = feature_schema(store, service)
+    labels = read_labels(settings, spec.labels)
     frame = tasks.fetch_training_frame(store, service, labels, spec.labels, known_by=params.as_of or _now())
     tasks.validate_training_frame(
         frame, label=label, keys=[*schema.entity_keys, time_column], features=schema.features, limits=spec.checks
     )
-    split = tasks.split_by_time(
+    split = split_by_time(
         frame,
         time_column,
         validation_fraction=spec.training.validation_fraction,
@@ -57,20 +61,20 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
 
     seed = spec.training.seed if params.seed is None else params.seed
     model = tasks.fit_model(split.train, label, schema, model_spec, seed)
-    threshold = tasks.tune_threshold(model, split.validation, schema, label)
+    threshold = tune_threshold(model, split.validation, schema, label)
     evaluation = tasks.evaluate_model(
         model, split.test, schema, label, threshold=threshold, slices=spec.training.slices
     )
     champion = tasks.evaluate_champion(registry, split.test, label, slices=spec.training.slices)
     champion_tag, champion_report = champion or (None, None)
-    decision = tasks.decide_promotion(
+    decision = decide_promotion(
         evaluation.report.overall,
         champion_report.overall if champion_report else None,
         spec.gates,
         champion_tag=champion_tag,
     )
 
-    lineage = tasks.describe_training(
+    lineage = describe_training(
         model=model,
         model_spec=model_spec,
         feature_service=service,

@@ -1,6 +1,6 @@
 """The scikit-learn family: shared preprocessing + a named estimator, optionally tuned by randomized search."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
@@ -9,7 +9,9 @@ from sklearn.model_selection import RandomizedSearchCV, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
 from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
-from cicloml.spec import SklearnModelSpec
+
+if TYPE_CHECKING:  # the spec validates its parameters with this module, so no import at run time
+    from cicloml.spec import SklearnModelSpec
 
 ESTIMATORS: dict[str, type[BaseEstimator]] = {  # the names model.estimator accepts
     "hist_gradient_boosting": HistGradientBoostingClassifier,
@@ -19,7 +21,7 @@ ESTIMATORS: dict[str, type[BaseEstimator]] = {  # the names model.estimator acce
 }
 
 
-def build_sklearn_pipeline(schema: FeatureSchema, spec: SklearnModelSpec, seed: int) -> Pipeline | RandomizedSearchCV:
+def build_sklearn_pipeline(schema: FeatureSchema, spec: "SklearnModelSpec", seed: int) -> Pipeline | RandomizedSearchCV:
     """Preprocessing then the estimator; with `spec.search`, a randomized search over time-series splits that
     refits the best pipeline on all the training rows."""
     estimator_class = ESTIMATORS[spec.estimator]

@@ -117,3 +117,67 @@ def test_pushed_rows_go_online_and_older_pushes_are_ignored(demo):
     stale_push = pd.DataFrame([activity_row(1001, END - timedelta(days=5), monthly_charges=1.0)])
     push_features(store, "customer_activity_push", stale_push)
     assert online_values(store, [1001], now=END + timedelta(hours=2)).columns["monthly_charges"] == [999.0]
+
+
+def feast_reference(store, reader: OnlineFeatureReader, ids, now) -> tuple[dict, list]:
+    """Feast's own lookup, with the unknown / stale / missing rules applied to its `to_dict` answer."""
+    response = store.get_online_features(
+        features=reader.service, entity_rows=[{reader.join_key: entity} for entity in ids]
+    ).to_dict(include_event_timestamps=True)
+    checked = []
+    for row in range(len(ids)):
+        stamps = {name: response[f"{name}__ts"][row] for name in reader.features}
+        stale = [
+            name
+            for name, ttl in reader.ttl_seconds.items()
+            if ttl is not None and stamps[name] and now.timestamp() - stamps[name] > ttl
+        ]
+        missing = [name for name in reader.features if response[name][row] is None]
+        if not any(stamps.values()):
+            checked.append(("unknown_entity", []))
+        elif stale:
+            checked.append(("stale_values", stale))
+        elif missing:
+            checked.append(("missing_values", missing))
+        else:
+            checked.append(("ok", []))
+    return {name: response[name] for name in [reader.join_key, *reader.features]}, checked
+
+
+@pytest.mark.parametrize("later", [timedelta(0), timedelta(days=3)], ids=["fresh", "activity_stale"])
+def test_the_reader_answers_what_feasts_own_lookup_answers(demo, later):
+    store, tables = demo
+    materialize(store, END)
+    # Half the entities get only a fresh activity row: known to one view, not to the other.
+    fresh = pd.DataFrame(
+        [activity_row(9000 + n, END + timedelta(hours=1), days_since_last_login=None) for n in range(3)]
+    )
+    fresh["days_since_last_login"] = fresh["days_since_last_login"].astype("Int64")
+    push_features(store, "customer_activity_push", fresh)
+    known = sorted(int(entity) for entity in tables.activity["customer_id"].unique())
+    ids = [*known, 9000, 9001, 424242, known[0], 9002, known[3]]  # unknown and repeated ids too
+    now = END + timedelta(hours=2) + later
+
+    reader = OnlineFeatureReader(store, "churn_v1")
+    result = reader.fetch(ids, now=now)
+    columns, checked = feast_reference(store, reader, ids, now)
+
+    assert result.columns == columns
+    for name, values in columns.items():
+        assert [type(value) for value in result.columns[name]] == [type(value) for value in values], name
+    assert result.statuses == [status for status, _ in checked]
+    expected_issues = [(entity, *check) for entity, check in zip(ids, checked, strict=True) if check[0] != "ok"]
+    assert [(issue.entity, issue.status, issue.features) for issue in result.issues] == expected_issues
+    # Stale values are reported before missing ones, so with stale activity no entity is "missing_values".
+    assert set(result.statuses) == (
+        {"stale_values", "unknown_entity"} if later else {"ok", "missing_values", "unknown_entity"}
+    )
+
+
+def test_the_reader_answers_an_empty_request_with_empty_columns(demo):
+    store, _ = demo
+    materialize(store, END)
+    reader = OnlineFeatureReader(store, "churn_v1")
+    result = reader.fetch([])
+    assert result.columns == {name: [] for name in [reader.join_key, *reader.features]}
+    assert result.statuses == [] and result.ok

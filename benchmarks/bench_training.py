@@ -1,0 +1,216 @@
+"""Benchmark the training flow's orchestration overhead and batch-scoring throughput; prints one JSON object.
+
+1. Prefect's share of the `train` flow's wall time on the demo-size data (2,000 customers, 90 days):
+   (flow wall time - time inside task runs) / flow wall time, with task time read back from the Prefect API.
+   Side by side, the same flow body run with every task replaced by its plain function (no Prefect), so the
+   ratio flow / plain is visible too. The temporary Prefect server is started before timing.
+2. Batch-scoring throughput for 100k entities with the sklearn family: rows/s for the whole batch path
+   (known entities -> point-in-time features -> score -> write Parquet and SQLite) and for score + write alone,
+   beside the bare `predict_proba` on the same frame as the baseline.
+
+    python benchmarks/bench_training.py [--entities 100000]
+
+Progress goes to stderr; targets: Prefect share <= 15%, batch scoring >= 50k rows/s.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def log(message: str) -> None:
+    print(f"[bench_training] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def state_folder(name: str) -> Iterator[Any]:
+    """A fresh CICLO_STATE_DIR for the duration, with settings re-read."""
+    from cicloml.settings import get_settings
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
+        previous = os.environ.get("CICLO_STATE_DIR")
+        os.environ["CICLO_STATE_DIR"] = folder
+        os.environ["CICLO_SPEC_PATH"] = str(ROOT / "cicloml.yaml")
+        get_settings.cache_clear()
+        try:
+            yield get_settings()
+        finally:
+            if previous is None:
+                os.environ.pop("CICLO_STATE_DIR")
+            else:
+                os.environ["CICLO_STATE_DIR"] = previous
+            get_settings.cache_clear()
+
+
+def prepare_store(settings: Any, customers: int, days: int) -> Any:
+    from cicloml.demo.churn import write_churn_data
+    from cicloml.feature_store import apply_repo, open_store
+
+    write_churn_data(settings.data_dir, END, customers=customers, days=days)
+    store = open_store(ROOT / "features", settings)
+    apply_repo(store)
+    return store
+
+
+def measure_prefect_share() -> dict[str, Any]:
+    import logging
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    import flows.train as train_module
+    from flows import tasks
+    from flows.train import TrainParams, train
+
+    @flow
+    def warm_up() -> None:
+        """Starts the temporary Prefect server before anything is timed."""
+
+    with state_folder("train") as settings:
+        prepare_store(settings, customers=2000, days=90)
+        log("starting the temporary Prefect server")
+        warm_up()
+        params = TrainParams(as_of=END)
+        log("train flow under Prefect")
+        began = time.perf_counter()
+        state = train(params, return_state=True)
+        flow_seconds = time.perf_counter() - began
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+        task_seconds = sum(run.total_run_time.total_seconds() for run in task_runs)
+
+        log("the same flow body with plain functions")
+        plain_tasks = SimpleNamespace(**{name: getattr(value, "fn", value) for name, value in vars(tasks).items()})
+        patched = {
+            "tasks": plain_tasks,
+            "create_markdown_artifact": lambda **_: None,
+            "get_run_logger": lambda: logging.getLogger("plain"),
+        }
+        originals = {name: getattr(train_module, name) for name in patched}
+        vars(train_module).update(patched)
+        try:
+            began = time.perf_counter()
+            train.fn(params)
+            plain_seconds = time.perf_counter() - began
+        finally:
+            vars(train_module).update(originals)
+
+    return {
+        "flow_wall_seconds": round(flow_seconds, 3),
+        "task_seconds": round(task_seconds, 3),
+        "task_runs": len(task_runs),
+        "prefect_share": round((flow_seconds - task_seconds) / flow_seconds, 4),
+        "plain_wall_seconds": round(plain_seconds, 3),
+        "flow_over_plain": round(flow_seconds / plain_seconds, 3),
+    }
+
+
+def measure_batch(entities: int) -> dict[str, Any]:
+    from cicloml.batch import score_entities, write_predictions
+    from cicloml.feature_store import feature_schema, fetch_feature_frame, fetch_training_frame, known_entities
+    from cicloml.lineage import describe_training
+    from cicloml.profiling import profile_frame
+    from cicloml.registry import ModelRegistry
+    from cicloml.spec import load_spec
+    from cicloml.training import fit_model, read_labels, split_by_time, tune_threshold
+
+    spec = load_spec(ROOT / "cicloml.yaml")
+    with state_folder("model") as settings:
+        log("training the sklearn model to score with")
+        store = prepare_store(settings, customers=2000, days=90)
+        schema = feature_schema(store, "churn_v1")
+        frame = fetch_training_frame(store, "churn_v1", read_labels(settings, spec.labels), spec.labels, known_by=END)
+        split = split_by_time(frame, "event_timestamp", validation_fraction=0.15, test_fraction=0.2)
+        model = fit_model(split.train, "churned", schema, spec.model, seed=0)
+        threshold = tune_threshold(model, split.validation, schema, "churned")
+        lineage = describe_training(
+            model=model,
+            model_spec=spec.model,
+            feature_service="churn_v1",
+            features=schema,
+            label="churned",
+            time_column="event_timestamp",
+            splits={"train": split.train, "validation": split.validation, "test": split.test},
+            threshold=threshold,
+            metrics={},
+            repo_dir=ROOT,
+        )
+        reference = profile_frame(split.train[schema.features])
+
+    with state_folder("batch") as settings:
+        log(f"writing {entities} entities")
+        store = prepare_store(settings, customers=entities, days=2)
+        registry = ModelRegistry(settings, spec.name)
+        loaded = registry.load(registry.register(model, lineage, reference, labels={"gate": "passed"}))
+
+        log("batch path: known entities -> features -> score -> write")
+        began = time.perf_counter()
+        keys = known_entities(store, "churn_v1", END)
+        features = fetch_feature_frame(store, "churn_v1", keys.assign(event_timestamp=END))
+        fetched = time.perf_counter()
+        predictions = score_entities(loaded, features, END)
+        report = write_predictions(predictions, settings.predictions_dir, END)
+        done = time.perf_counter()
+
+        began_bare = time.perf_counter()
+        loaded.pipeline.predict_proba(features[schema.features])
+        bare_seconds = time.perf_counter() - began_bare
+
+    end_to_end, score_and_write = done - began, done - fetched
+    return {
+        "entities": report.rows,
+        "end_to_end_seconds": round(end_to_end, 3),
+        "feature_fetch_seconds": round(fetched - began, 3),
+        "score_and_write_seconds": round(score_and_write, 3),
+        "bare_predict_seconds": round(bare_seconds, 3),
+        "end_to_end_rows_per_s": round(report.rows / end_to_end),
+        "score_and_write_rows_per_s": round(report.rows / score_and_write),
+        "bare_predict_rows_per_s": round(report.rows / bare_seconds),
+        "score_and_write_over_bare": round(score_and_write / bare_seconds, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entities", type=int, default=100_000, help="entities to batch-score (default 100000)")
+    args = parser.parse_args()
+
+    prefect = measure_prefect_share()
+    batch = measure_batch(args.entities)
+    targets = {"prefect_share_max": 0.15, "batch_rows_per_s_min": 50_000}
+    print(
+        json.dumps(
+            {
+                "benchmark": "cicloml training and batch scoring",
+                "train_flow": prefect,
+                "batch_scoring": batch,
+                "targets": targets,
+                "meets_targets": {
+                    "prefect_share": prefect["prefect_share"] <= targets["prefect_share_max"],
+                    "batch_end_to_end": batch["end_to_end_rows_per_s"] >= targets["batch_rows_per_s_min"],
+                    "batch_score_and_write": batch["score_and_write_rows_per_s"] >= targets["batch_rows_per_s_min"],
+                },
+                "environment": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Batch scoring ("precomputed predictions"): score every known entity as of a date with the champion.
+
+Predictions land in two places a dashboard can read: a Parquet dataset partitioned by date, and a SQLite table.
+Both writes are idempotent per date (the date's predictions are replaced, never appended) and atomic (a temp
+file renamed into place; one transaction).
+"""
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from cicloml.atomic import atomic_path
+from cicloml.registry import LoadedModel
+from cicloml.training import score
+
+TABLE = "predictions"
+
+
+class PredictionReport(BaseModel):
+    model_tag: str
+    as_of: datetime
+    rows: int
+    parquet_path: Path
+    table_path: Path
+
+
+def score_entities(model: LoadedModel, feature_frame: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """One prediction per row of `feature_frame`: entity keys, the as-of time, score, decision, model, time."""
+    features = model.lineage.features
+    scores = score(model.pipeline, feature_frame, features)
+    predictions = feature_frame[list(features.entity_keys)].reset_index(drop=True)
+    predictions["as_of"] = pd.Timestamp(as_of)
+    predictions["score"] = scores
+    predictions["predicted"] = (scores >= model.lineage.threshold).astype("int8")
+    predictions["missing_features"] = feature_frame[features.features].isna().sum(axis=1).to_numpy()
+    predictions["model_tag"] = model.tag
+    predictions["scored_at"] = pd.Timestamp(datetime.now(timezone.utc))
+    return predictions
+
+
+def write_predictions(predictions: pd.DataFrame, predictions_dir: Path, as_of: datetime) -> PredictionReport:
+    """Replace the date's predictions in the Parquet dataset and in the SQLite table."""
+    day = as_of.date().isoformat()
+    parquet_path = predictions_dir / "parquet" / f"as_of_date={day}" / "predictions.parquet"
+    with atomic_path(parquet_path) as temporary:
+        predictions.to_parquet(temporary, index=False)
+
+    table_path = predictions_dir / "predictions.db"
+    rows = predictions.assign(as_of_date=day, as_of=predictions["as_of"].astype(str))
+    rows["scored_at"] = rows["scored_at"].astype(str)
+    columns = ", ".join(f'"{column}"' for column in rows.columns)
+    with sqlite3.connect(table_path) as connection:  # one transaction: the old day goes only if the new day lands
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})")
+        connection.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_by_date ON {TABLE} (as_of_date)")
+        connection.execute(f"DELETE FROM {TABLE} WHERE as_of_date = ?", (day,))
+        connection.executemany(
+            f"INSERT INTO {TABLE} ({columns}) VALUES ({', '.join('?' * len(rows.columns))})",
+            zip(*(rows[column].tolist() for column in rows.columns), strict=True),  # plain Python values
+        )
+    connection.close()
+    return PredictionReport(
+        model_tag=str(predictions["model_tag"].iloc[0]) if len(predictions) else "",
+        as_of=as_of,
+        rows=len(predictions),
+        parquet_path=parquet_path,
+        table_path=table_path,
+    )
