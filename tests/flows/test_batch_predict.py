@@ -40,7 +40,9 @@ def test_every_known_entity_is_scored_once_per_date_even_when_run_twice(settings
     assert count == 300
 
     next_day = batch_predict(BatchPredictParams(as_of=END + timedelta(days=1)))
-    assert sorted(path.parent.name for path in (settings.predictions_dir / "parquet").glob("*/predictions.parquet")) == [
+    assert sorted(
+        path.parent.name for path in (settings.predictions_dir / "parquet").glob("*/predictions.parquet")
+    ) == [
         "as_of_date=2026-11-01",
         "as_of_date=2026-11-02",
     ]
