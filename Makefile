@@ -8,14 +8,14 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo test lint bench-features system-packages lock clean
+.PHONY: help demo test lint bench-features bench-training system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-demo: $(INSTALLED) ## Generate the demo data, register the Feast repo and materialize it (embedded default)
+demo: $(INSTALLED) ## The embedded demo: data -> Feast -> gated model -> batch predictions (JSON summary last)
 	@mkdir -p $(PREFECT_HOME)
-	$(BIN)/python -m flows.materialize_features
+	$(BIN)/python -m flows.demo
 
 test: $(INSTALLED) system-packages ## Run the test suite
 	@mkdir -p $(PREFECT_HOME)
@@ -27,6 +27,10 @@ lint: $(INSTALLED) ## Check style and imports (ruff)
 
 bench-features: $(INSTALLED) system-packages ## Measure materialization and online lookups (prints JSON)
 	$(BIN)/python benchmarks/bench_features.py
+
+bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python benchmarks/bench_training.py
 
 system-packages: ## Install the Debian packages the tests use (as root), or say which are missing
 	@bash .ci/system-packages

@@ -49,8 +49,8 @@ def write_predictions(predictions: pd.DataFrame, predictions_dir: Path, as_of: d
         predictions.to_parquet(temporary, index=False)
 
     table_path = predictions_dir / "predictions.db"
-    rows = predictions.assign(as_of_date=day, as_of=predictions["as_of"].astype(str))
-    rows["scored_at"] = rows["scored_at"].astype(str)
+    rows = predictions.assign(as_of_date=day, as_of=_as_text(predictions["as_of"]))
+    rows["scored_at"] = _as_text(rows["scored_at"])
     columns = ", ".join(f'"{column}"' for column in rows.columns)
     with sqlite3.connect(table_path) as connection:  # one transaction: the old day goes only if the new day lands
         connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})")
@@ -68,3 +68,8 @@ def write_predictions(predictions: pd.DataFrame, predictions_dir: Path, as_of: d
         parquet_path=parquet_path,
         table_path=table_path,
     )
+
+
+def _as_text(times: pd.Series) -> pd.Series:
+    """ISO text for SQLite. A batch has a handful of distinct times, and formatting each row costs seconds."""
+    return times.map({moment: moment.isoformat() for moment in times.unique()})

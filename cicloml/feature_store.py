@@ -242,18 +242,26 @@ def _pull_latest(store: FeatureStore, provider: Any, view: FeatureView, start: d
     ).to_arrow()
 
 
-def known_entities(store: FeatureStore, feature_service: str, as_of: datetime) -> pd.DataFrame:
-    """Every entity with a row within its view's TTL as of `as_of`, in any of the service's views (join keys)."""
+def fetch_latest_features(store: FeatureStore, feature_service: str, as_of: datetime) -> pd.DataFrame:
+    """Every entity live as of `as_of` (a row within its view's TTL in any of the service's views), with the
+    service's features as they stood then: one row per entity, join keys first, nulls where a view has no row.
+
+    For a single moment the point-in-time join is the newest row per entity in [as_of - ttl, as_of] of each view,
+    so this reads each view's source once instead of running a historical retrieval.
+    """
     service = _feature_service(store, feature_service)
     join_keys = _join_keys(store, service)
     provider = get_provider(store.config)
     as_of = _utc(as_of)
-    frames = []
+    frame: pd.DataFrame | None = None
     for projection in service.feature_view_projections:
         view = store.get_feature_view(projection.name)
+        names = [feature.name for feature in projection.features]
         start = as_of - (view.ttl or timedelta(days=3650))
-        frames.append(_pull_latest(store, provider, view, start, as_of).select(join_keys).to_pandas())
-    return pd.concat(frames).drop_duplicates().sort_values(join_keys).reset_index(drop=True)
+        view_frame = _pull_latest(store, provider, view, start, as_of).select(join_keys + names).to_pandas()
+        frame = view_frame if frame is None else frame.merge(view_frame, on=join_keys, how="outer")
+    assert frame is not None, "a feature service has at least one view"
+    return frame.sort_values(join_keys).reset_index(drop=True)
 
 
 def push_features(store: FeatureStore, push_source: str, frame: pd.DataFrame, *, offline: bool = False) -> int:

@@ -37,8 +37,7 @@ def batch_predict(params: BatchPredictParams = BatchPredictParams()) -> Predicti
     model = tasks.load_model(registry, tag)
     store = open_store(spec.features.repo, settings)
     service = model.lineage.feature_service  # the features this model was trained on
-    entities = tasks.known_entities(store, service, as_of)
-    frame = tasks.fetch_feature_frame(store, service, entities.assign(event_timestamp=as_of))
+    frame = tasks.fetch_latest_features(store, service, as_of)
     predictions = tasks.score_entities(model, frame, as_of)
     report = tasks.write_predictions(predictions, settings.predictions_dir, as_of)
 

@@ -20,8 +20,7 @@ open_store = _store_step(feature_store.open_store)
 apply_repo = _store_step(feature_store.apply_repo)
 materialize = _store_step(feature_store.materialize)
 fetch_training_frame = _store_step(feature_store.fetch_training_frame)
-known_entities = _store_step(feature_store.known_entities)
-fetch_feature_frame = _store_step(feature_store.fetch_feature_frame)
+fetch_latest_features = _store_step(feature_store.fetch_latest_features)
 
 # training
 validate_training_frame = _step(checks.validate_training_frame)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cicloml.errors import ConfigError, DataError
-from cicloml.feature_store import fetch_training_frame, open_store
+from cicloml.feature_store import fetch_feature_frame, fetch_latest_features, fetch_training_frame, open_store
 from cicloml.spec import LabelsSpec
 from tests.conftest import ROOT
 from tests.features.conftest import END, activity_row, applied_store, profile_row, tables_from
@@ -103,3 +103,20 @@ def test_the_repo_config_may_only_use_variables_cicloml_provides(settings, tmp_p
     )
     with pytest.raises(ConfigError, match=r"unknown variable \$\{CICLO_NOPE\}; cicloml provides CICLO_STATE_DIR"):
         open_store(repo, settings)
+
+
+def test_latest_features_as_of_a_moment_equal_the_point_in_time_join(store):
+    as_of = T0 + timedelta(days=1, hours=12)
+    latest = fetch_latest_features(store, "churn_v1", as_of)
+    assert latest["customer_id"].tolist() == [1, 2]
+    joined = fetch_feature_frame(store, "churn_v1", latest[["customer_id"]].assign(event_timestamp=as_of))
+    columns = [column for column in latest.columns if column != "customer_id"]
+    pd.testing.assert_frame_equal(latest[columns], joined[columns], check_dtype=False)
+    assert latest["monthly_charges"].tolist() == [50.0, 20.0]
+
+
+def test_an_entity_with_only_some_views_live_keeps_them_and_gets_nulls_for_the_rest(store):
+    # Three days after T0 customer 2's only activity snapshot is past the 2-day TTL; its profile is live.
+    latest = fetch_latest_features(store, "churn_v1", T0 + timedelta(days=3)).set_index("customer_id")
+    assert latest.loc[2, "contract"] == "one-year" and pd.isna(latest.loc[2, "monthly_charges"])
+    assert latest.loc[1, "monthly_charges"] == 80.0
