@@ -24,7 +24,9 @@ class DemoSummary(BaseModel):
 @flow(name="demo")
 def demo(customers: int = 2000, days: int = 90) -> DemoSummary:
     """Generate the demo world, materialize it, train and gate a model, and score every customer."""
-    features = materialize_features(MaterializeParams(generate_demo_data=True, demo_customers=customers, demo_days=days))
+    features = materialize_features(
+        MaterializeParams(generate_demo_data=True, demo_customers=customers, demo_days=days)
+    )
     trained = train(TrainParams())
     predictions = batch_predict(BatchPredictParams())
     return DemoSummary(
