@@ -7,7 +7,7 @@ import pytest
 
 from cicloml.demo.churn import write_churn_data
 from cicloml.feature_store import apply_repo, feature_schema, fetch_training_frame, materialize, open_store
-from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
+from cicloml.spec import LightningModelSpec, SearchSpec, SklearnModelSpec, load_spec
 from cicloml.training import evaluate_model, fit_model, read_labels, split_by_time, tune_threshold
 from tests.conftest import FEATURE_REPO, ROOT, ciclo_environment
 
@@ -53,3 +53,16 @@ def test_same_seed_and_data_give_the_same_metrics(data, family):
     first, again = train_and_evaluate(data, family, seed=5), train_and_evaluate(data, family, seed=5)
     np.testing.assert_array_equal(first.scores, again.scores)
     assert first.report == again.report
+
+
+def test_a_randomized_search_over_time_series_splits_refits_the_best_pipeline(data):
+    split, schema = data
+    spec = SklearnModelSpec(
+        params={"max_iter": 30},
+        search=SearchSpec(n_iter=2, splits=2, params={"learning_rate": [0.05, 0.2], "max_leaf_nodes": [7, 15]}),
+    )
+    model = fit_model(split.train, "churned", schema, spec, seed=0)
+    classifier = model.named_steps["classifier"]
+    assert classifier.learning_rate in (0.05, 0.2) and classifier.max_leaf_nodes in (7, 15)
+    assert classifier.max_iter == 30
+    assert model.predict_proba(split.test[schema.features]).shape == (len(split.test), 2)
