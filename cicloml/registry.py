@@ -52,6 +52,25 @@ class LoadedModel:
         return read_profile(self.path / REFERENCE_PROFILE_FILE)
 
 
+def read_lineage(model: bentoml.Model) -> Lineage:
+    """A stored model's lineage, from its metadata alone (the pipeline is not loaded)."""
+    return Lineage.model_validate_json(model.info.metadata["lineage"])
+
+
+def load_model(model: bentoml.Model) -> LoadedModel:
+    """Load a stored model from its own folder: the pipeline and the lineage saved with it.
+
+    Takes any `bentoml.Model`, so a service can load the one its bento pins (from the bento's model store when it
+    runs from a bento) without going through the champion pointer.
+    """
+    return LoadedModel(
+        tag=str(model.tag),
+        pipeline=joblib.load(model.path_of(MODEL_FILE)),
+        lineage=read_lineage(model),
+        path=Path(model.path),
+    )
+
+
 class ModelRegistry:
     """Versions of one model name (the project spec's `name`) and which of them is the champion."""
 
@@ -85,13 +104,7 @@ class ModelRegistry:
         return str(model.tag)
 
     def load(self, tag: str) -> LoadedModel:
-        model = self._get(tag)
-        return LoadedModel(
-            tag=str(model.tag),
-            pipeline=joblib.load(model.path_of(MODEL_FILE)),
-            lineage=Lineage.model_validate_json(model.info.metadata["lineage"]),
-            path=Path(model.path),
-        )
+        return load_model(self._get(tag))
 
     def versions(self) -> list[ModelVersion]:
         """Every version, oldest first."""
@@ -112,6 +125,10 @@ class ModelRegistry:
         ]
         return sorted(versions, key=lambda version: version.created)
 
+    def resolve(self, tag: str) -> str:
+        """The full `name:version` tag of a stored version (`name:latest` resolves); LookupError if absent."""
+        return str(self._get(tag).tag)
+
     def label(self, tag: str) -> dict[str, str]:
         return dict(self._get(tag).info.labels)
 
@@ -122,6 +139,35 @@ class ModelRegistry:
             raise LookupError(
                 f"no model version {tag!r} in the registry ({self.name}); see `cicloml models list`"
             ) from None
+
+    # --- bentos built for a version ------------------------------------------------------------------------------
+
+    def record_bento(self, tag: str, bento_tag: str) -> None:
+        """Record that `bento_tag` serves model version `tag`.
+
+        Kept beside the champion pointer rather than in the model's own metadata: a stored model is immutable
+        (BentoML has no update), and a version may be built into several bentos over time.
+        """
+        self._get(tag)
+        with self._pointer_lock():
+            bentos = self._bentos()
+            if bento_tag not in bentos.get(tag, []):
+                bentos[tag] = [*bentos.get(tag, []), bento_tag]
+                with atomic_path(self._bentos_path) as temporary:
+                    temporary.write_text(json.dumps(bentos, indent=2, sort_keys=True))
+
+    def bentos(self, tag: str) -> list[str]:
+        """The bentos built for model version `tag`, oldest first."""
+        return self._bentos().get(tag, [])
+
+    @property
+    def _bentos_path(self) -> Path:
+        return self._pointer_path.with_suffix(".bentos.json")
+
+    def _bentos(self) -> dict[str, list[str]]:
+        if not self._bentos_path.exists():
+            return {}
+        return dict(json.loads(self._bentos_path.read_text()))
 
     # --- the champion pointer ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,15 @@ class Settings(BaseSettings):
 
     redis_url: str = "127.0.0.1:6379"
     """Feast Redis connection string (`host:port[,db=0][,password=...]`), used when `online_store` is redis."""
+
+    model_tag: str | None = None
+    """The model version a service pins (`name:version`); by default the champion when the service starts."""
+
+    api_token: SecretStr | None = None
+    """Bearer token the prediction service requires (health and metrics endpoints stay open); none: no auth."""
+
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+    """Largest request body the prediction service reads (413 beyond)."""
 
     @field_validator("state_dir", "spec_path")
     @classmethod

@@ -7,7 +7,7 @@ retry because a locked SQLite file or a Redis blip is worth a second try.
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import batch, checks, feature_store, profiling, training
+from cicloml import batch, bento, checks, feature_store, profiling, training
 from cicloml.demo import churn
 from cicloml.registry import ModelRegistry
 
@@ -37,3 +37,6 @@ load_model = _store_step(ModelRegistry.load)
 # batch scoring
 score_entities = _step(batch.score_entities)
 write_predictions = _step(batch.write_predictions)
+
+# serving
+build_bento = _step(bento.build_bento)

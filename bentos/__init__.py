@@ -1,0 +1,1 @@
+"""BentoML services (`@bentoml.service` classes), their schemas and middleware, and the bento build."""

@@ -1,0 +1,100 @@
+"""ASGI middleware for what BentoML 1.4 leaves to the deployer when self-hosting: auth and a body size limit.
+
+Both answer before the service sees the request, in the same JSON shape as BentoML's own errors (`{"error": ...}`).
+"""
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+"""Probes and the metrics scrape stay open: orchestrators and Prometheus call them without the API token."""
+
+
+async def send_error(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class BearerTokenAuth:
+    """Require `Authorization: Bearer <token>` on every path but `open_paths` (401 otherwise)."""
+
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
+        if not token:
+            raise ValueError("BearerTokenAuth needs a non-empty token")
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        given = _header(scope, b"authorization")
+        if given is None:
+            return await send_error(send, 401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        # Constant-time comparison: the time taken must not tell how much of a guessed token was right.
+        if not hmac.compare_digest(given.encode("latin-1"), self._expected):
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            return await send_error(send, 401, "invalid bearer token", challenge)
+        await self.app(scope, receive, send)
+
+
+class BodySizeLimit:
+    """Answer 413 to a request body over `max_bytes`.
+
+    A declared Content-Length over the limit is refused before reading; a body without one (chunked) is read up to
+    the limit and refused as soon as it passes it. The body is buffered and replayed to the app, which costs nothing
+    extra here: BentoML reads the whole body before validating it anyway.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await send_error(send, 400, f"invalid Content-Length header: {declared!r}")
+            if int(declared) > self.max_bytes:
+                return await send_error(send, 413, self._too_large())
+
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client went away: let the app see the disconnect
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await send_error(send, 413, self._too_large())
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"request body is larger than the limit of {self.max_bytes} bytes"

@@ -1,0 +1,48 @@
+"""build-bento: the bento that serves the champion (or a given version), tagged with the model version."""
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from cicloml.errors import ConfigError
+from cicloml.registry import ModelRegistry
+from cicloml.settings import get_settings
+from cicloml.spec import load_spec
+from flows import tasks
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+class BuildBentoParams(BaseModel):
+    model_tag: str | None = None
+    """The model version to serve (`name:version`); default the champion."""
+
+
+class BuildBentoResult(BaseModel):
+    model_tag: str
+    bento_tag: str
+    built: bool
+    """False when a bento for this model version already existed (bentos are immutable; it is reused)."""
+
+
+@flow(name="build-bento")
+def build_bento(params: BuildBentoParams = BuildBentoParams()) -> BuildBentoResult:
+    """Build the bento pinning one model version (default the champion), tag it `cicloml:<model version>`, and
+    record the bento on the model in the registry."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    registry = ModelRegistry(settings, spec.name)
+    model_tag = params.model_tag or registry.champion()
+    if model_tag is None:
+        raise ConfigError(f"no champion for {spec.name!r} yet: train one first (python -m flows.train)")
+    model_tag = registry.resolve(model_tag)  # a missing version fails here, before a build
+
+    bento_tag, built = tasks.build_bento(settings, model_tag, PROJECT_DIR)
+    registry.record_bento(model_tag, bento_tag)
+    get_run_logger().info("%s serves %s (%s)", bento_tag, model_tag, "built" if built else "already built")
+    return BuildBentoResult(model_tag=model_tag, bento_tag=bento_tag, built=built)
+
+
+if __name__ == "__main__":
+    print(build_bento().model_dump_json())

@@ -1,0 +1,29 @@
+"""build-bento under Prefect: the bento pins the champion, is tagged with its version, and is recorded on it."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from cicloml.registry import ModelRegistry
+from flows.build_bento import BuildBentoParams, build_bento
+from flows.materialize_features import MaterializeParams, materialize_features
+from flows.train import TrainParams, train
+from tests.conftest import ciclo_environment
+
+END = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
+
+
+def test_the_champion_is_built_once_and_recorded(tmp_path):
+    with ciclo_environment(tmp_path / "state") as settings:
+        with pytest.raises(Exception, match="no champion for 'churn' yet"):
+            build_bento()
+        materialize_features(MaterializeParams(end=END, generate_demo_data=True, demo_customers=300, demo_days=60))
+        champion = train(TrainParams(as_of=END)).tag
+
+        first = build_bento()
+        assert (first.model_tag, first.bento_tag, first.built) == (champion, f"cicloml:{champion.split(':')[1]}", True)
+        assert (settings.bentoml_home / "bentos" / "cicloml" / champion.split(":")[1] / "bento.yaml").is_file()
+        assert ModelRegistry(settings, "churn").bentos(champion) == [first.bento_tag]
+
+        again = build_bento(BuildBentoParams(model_tag=champion))
+        assert (again.bento_tag, again.built) == (first.bento_tag, False)

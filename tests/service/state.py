@@ -1,0 +1,71 @@
+"""A state folder with a materialized store and a trained, promoted champion, built with library calls.
+
+No Prefect: the service tests need the state, not the flows that usually make it (tests/flows covers those).
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from cicloml.demo.churn import write_churn_data
+from cicloml.feature_store import (
+    apply_repo,
+    feature_schema,
+    fetch_training_frame,
+    materialize,
+    open_store,
+    push_features,
+)
+from cicloml.lineage import describe_training
+from cicloml.profiling import profile_frame
+from cicloml.registry import ModelRegistry
+from cicloml.settings import Settings
+from cicloml.spec import SklearnModelSpec, load_spec
+from cicloml.training import fit_model, read_labels, split_by_time, tune_threshold
+from tests.conftest import ROOT
+
+MODEL_SPEC = SklearnModelSpec(params={"max_iter": 60, "learning_rate": 0.1, "max_leaf_nodes": 15})
+
+
+def build_served_state(settings: Settings, end: datetime, *, customers: int = 400) -> str:
+    """Demo data up to `end`, applied and materialized; one model trained on it, registered and promoted.
+
+    Returns the champion's tag.
+    """
+    spec = load_spec(settings.spec_path)
+    service = spec.features.feature_service
+    write_churn_data(settings.data_dir, end, customers=customers, days=90, seed=11)
+    store = open_store(ROOT / spec.features.repo, settings)
+    apply_repo(store)
+    materialize(store, end + timedelta(seconds=1))
+    schema = feature_schema(store, service)
+    frame = fetch_training_frame(store, service, read_labels(settings, spec.labels), spec.labels, known_by=end)
+    split = split_by_time(frame, spec.labels.event_time, validation_fraction=0.15, test_fraction=0.2)
+    model = fit_model(split.train, spec.labels.column, schema, MODEL_SPEC, seed=0)
+    threshold = tune_threshold(model, split.validation, schema, spec.labels.column)
+    lineage = describe_training(
+        model=model,
+        model_spec=MODEL_SPEC,
+        feature_service=service,
+        features=schema,
+        label=spec.labels.column,
+        time_column=spec.labels.event_time,
+        splits={"train": split.train, "validation": split.validation, "test": split.test},
+        threshold=threshold,
+        metrics={},
+        repo_dir=ROOT,
+    )
+    registry = ModelRegistry(settings, spec.name)
+    tag = registry.register(model, lineage, profile_frame(split.train[schema.features]), {"gate": "passed"})
+    registry.promote(tag)
+    return tag
+
+
+def push_rows(settings: Settings, push_source: str, rows: list[dict[str, Any]]) -> None:
+    """Write rows straight to the online store (for entities the demo data does not have)."""
+    spec = load_spec(settings.spec_path)
+    frame = pd.DataFrame(rows)
+    for column in ("event_timestamp", "created_timestamp"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    push_features(open_store(ROOT / spec.features.repo, settings), push_source, frame)
