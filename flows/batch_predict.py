@@ -13,6 +13,7 @@ from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from flows import tasks
+from flows.local import run_locally
 
 
 class BatchPredictParams(BaseModel):
@@ -52,4 +53,4 @@ def batch_predict(params: BatchPredictParams = BatchPredictParams()) -> Predicti
 
 
 if __name__ == "__main__":
-    print(batch_predict().model_dump_json())
+    print(run_locally(batch_predict).model_dump_json())

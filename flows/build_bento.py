@@ -10,6 +10,7 @@ from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from flows import tasks
+from flows.local import run_locally
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -45,4 +46,4 @@ def build_bento(params: BuildBentoParams = BuildBentoParams()) -> BuildBentoResu
 
 
 if __name__ == "__main__":
-    print(build_bento().model_dump_json())
+    print(run_locally(build_bento).model_dump_json())

@@ -7,6 +7,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.batch_predict import BatchPredictParams, batch_predict
+from flows.local import run_locally
 from flows.materialize_features import MaterializeParams, materialize_features
 from flows.train import TrainParams, train
 
@@ -41,4 +42,4 @@ def demo(customers: int = 2000, days: int = 90) -> DemoSummary:
 
 
 if __name__ == "__main__":
-    print(demo().model_dump_json())
+    print(run_locally(demo).model_dump_json())

@@ -10,6 +10,7 @@ from cicloml.feature_store import MaterializeReport
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from flows import tasks
+from flows.local import run_locally
 
 
 class MaterializeParams(BaseModel):
@@ -57,4 +58,4 @@ def _summary(report: MaterializeReport, services: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    print(materialize_features(MaterializeParams(generate_demo_data=True)).model_dump_json(indent=2))
+    print(run_locally(materialize_features, MaterializeParams(generate_demo_data=True)).model_dump_json(indent=2))

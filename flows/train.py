@@ -15,6 +15,7 @@ from cicloml.settings import get_settings
 from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
 from cicloml.training import read_labels, split_by_time, tune_threshold
 from flows import tasks
+from flows.local import run_locally
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -102,4 +103,4 @@ def _now() -> datetime:
 
 
 if __name__ == "__main__":
-    print(train().model_dump_json())
+    print(run_locally(train).model_dump_json())
