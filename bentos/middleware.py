@@ -98,3 +98,28 @@ class BodySizeLimit:
 
     def _too_large(self) -> str:
         return f"request body is larger than the limit of {self.max_bytes} bytes"
+
+
+class JsonOnly:
+    """Answer 415 to a request body declared as anything but JSON (no Content-Type means JSON, as in BentoML).
+
+    Every API of the service takes JSON, but BentoML 1.4 picks its parser from the Content-Type: multipart and
+    form-urlencoded bodies go to a form parser whose errors it answers with a 500 (a `multipart/form-data` header
+    without a boundary is enough, found by fuzzing), and pickle is refused only by a check deep in its app.
+    Refusing them here keeps those parsers, and pickle, away from every route. Probes and metrics stay open.
+    """
+
+    def __init__(self, app: ASGIApp, open_paths: frozenset[str] = OPEN_PATHS) -> None:
+        self.app = app
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        declared = _header(scope, b"content-type")
+        if declared is not None:
+            media_type = declared.split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                message = f"content type {media_type!r} is not allowed: the API accepts application/json only"
+                return await send_error(send, 415, message)
+        await self.app(scope, receive, send)

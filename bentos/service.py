@@ -27,7 +27,7 @@ from feast import FeatureStore
 from feast.value_type import ValueType
 from pydantic import BaseModel, Field, Strict, StrictStr
 
-from bentos.middleware import BearerTokenAuth, BodySizeLimit
+from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly
 from bentos.schemas import MAX_ROWS, Prediction, entity_ids_type, feature_row_model, feature_rows_type
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
@@ -226,9 +226,11 @@ class PredictionService:
 
 
 def _install_middleware(settings: Settings) -> None:
-    """Auth outermost (a caller without the token learns nothing, not even the size limit), then the size limit."""
+    """Auth outermost (a caller without the token learns nothing, not even the size limit), then the media type,
+    then the size limit."""
     if settings.api_token is not None:
         PredictionService.add_asgi_middleware(BearerTokenAuth, token=settings.api_token.get_secret_value())
+    PredictionService.add_asgi_middleware(JsonOnly)
     PredictionService.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
 
