@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo test lint bench-features bench-training system-packages lock clean
+.PHONY: help demo test lint bench-features bench-serve bench-training system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ lint: $(INSTALLED) ## Check style and imports (ruff)
 
 bench-features: $(INSTALLED) system-packages ## Measure materialization and online lookups (prints JSON)
 	$(BIN)/python benchmarks/bench_features.py
+
+bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastAPI baseline with wrk (prints JSON)
+	$(BIN)/python benchmarks/bench_serve.py
 
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)

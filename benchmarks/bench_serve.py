@@ -1,0 +1,890 @@
+"""Serving benchmark: the BentoML prediction service against a plain FastAPI app, under wrk, 1 and 2 workers.
+
+What it measures, in one run, with one model, on this machine, with one load generator (wrk, POST JSON bodies
+from a Lua script that picks a random body per request):
+
+(a) `bentos.service:PredictionService` `/predict_features`: one caller-supplied feature row per request;
+(b) the same bento's `/predict`: one random known entity id per request, features looked up in Feast (SQLite);
+(c) `benchmarks/serve_baseline.py` under uvicorn: (b)'s work (same `OnlineFeatureReader` lookup, same pipeline,
+    same response rows) with no BentoML serving code: the baseline;
+(d) adaptive batching: the bento's `/predict_batch` against its `/predict` at 16, 32 and 64 connections.
+
+Each of (a), (b), (c) and every (d) pair is run with 1 and with 2 worker processes. The service declares
+`workers=1`; the benchmark serves it with N workers through BentoML's configuration override
+`BENTOML_CONFIG_OVERRIDES='{"services": {"cicloml": {"workers": N}}}'` (checked: the server starts N
+`_bentoml_impl.worker.service` processes); the baseline runs `uvicorn --workers N`.
+
+Every load run is a wrk warm-up (`--warmup` s, discarded) then a timed run (`--duration` s) at a fixed number of
+connections, one wrk thread (the server needs the cores more than wrk does). From each timed run: requests/s (all
+responses) and 2xx/s, latency p50/p90/p99/max from wrk's latency distribution (what `--latency` prints; read
+through the Lua `done` hook), responses by HTTP status (a Lua `response` hook) with the non-2xx total, socket
+errors (connect/read/write/timeout; wrk's timeout is the service's 10 s traffic timeout), and how many of the
+connections each server process held a second in. Ratios and targets use 2xx/s: a 429 answered in a millisecond
+is not throughput. wrk is closed-loop: at full load, latency includes queueing. Before each run the benchmark waits
+until the server is idle: the requests a finished run left queued are still computed, and would otherwise hold
+the next run's CPU and `max_concurrency` slots (429s). That limit (64) is per service, split between workers.
+
+Workers share one listening socket and a kept-alive connection stays with the worker that accepted it, so 2
+workers are often loaded unevenly (16 connections split 16/0 or 14/2 as often as 9/7), and wrk reconnects for every
+run. A timed run whose spread is uneven (a worker holding more than 1.25x its share, or none) is therefore
+restarted a second in, so that runs compare the servers rather than the luck of the accept queue; the spreads it
+restarted on are reported (`uneven_spreads_restarted`), and `--no-rebalance` keeps every run as it lands.
+
+(b)'s p99 at half its maximum throughput: wrk cannot hold a fixed rate (wrk2 can; it is not packaged here), so each
+connection is paced with wrk's Lua `delay()` hook: a pause of d ms before each request. d is calibrated on short
+runs so the measured rate lands near half of (b)'s 2xx/s at full load; then the timed run (`run`, the one the
+target is judged on: evenly spaced requests per connection, like wrk2's schedule) and a second timed run with
+pauses drawn uniformly from [0, 2d] (`random_pauses`: the same mean rate, burstier arrivals, more queueing). wrk
+times a request from its write to its response, so pauses are not counted in latency. Pacing is closed-loop per
+connection (a slow response delays that connection's next request), so the tail can be understated a little.
+
+CPU noise: the machine may be shared. For every timed run the CPU time of the server's process tree, of wrk and
+of everything else on the machine (from /proc) is reported in cores; `other_cores` well above 0 means another
+workload competed with the run. Repeat the benchmark to check stability.
+
+State: a temporary state folder with a small trained and promoted champion and a materialized SQLite online
+store, built with library calls (`tests.service.state.build_served_state`, as the service tests do: no Prefect).
+Both servers get CICLO_MODEL_TAG set to that champion, so both serve the same model version; before loading them,
+a few ids are scored through (a), (b) and (c) and the scores compared. Everything is removed at the end, and
+every server is stopped (on errors and interrupts too).
+
+The result is one JSON object on stdout: each run, the ratios, targets and whether each is met, versions, CPU
+count and noise. Progress goes to stderr. Nothing here asserts on timings. Needs `wrk` (Debian package).
+
+The servers run as `bentoml serve` runs them, with this process's environment: no thread limits for the numerical
+libraries unless `--server-env` sets some (e.g. OMP_NUM_THREADS=1, for a diagnosis).
+
+    python benchmarks/bench_serve.py                                   # about 6-7 minutes
+    python benchmarks/bench_serve.py --workers 1 --duration 5 --warmup 2
+    python benchmarks/bench_serve.py --server-env OMP_NUM_THREADS=1    # an environment variable for every server
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: import cicloml and the service tests' state builder
+
+from cicloml.feature_store import OnlineFeatureReader, open_store  # noqa: E402
+from cicloml.settings import Settings, get_settings  # noqa: E402
+from cicloml.spec import load_spec  # noqa: E402
+
+SERVICE = "bentos.service:PredictionService"
+SERVICE_NAME = "cicloml"
+BASELINE_APP = "benchmarks.serve_baseline:app"
+WRK_TIMEOUT_S = 10  # the service's traffic timeout: a request wrk gives up on would be a 504 anyway
+STARTUP_SECONDS = 240  # importing the service and the stack takes ~15-30 s on 2 busy cores
+STOP_SECONDS = 30
+HALF_LOAD = 0.5
+HALF_LOAD_TOLERANCE = 0.1  # accept a paced run within 40-60 % of the maximum rate
+CALIBRATION_SECONDS = 4.0
+SETTLE_SECONDS = 30  # longest wait for a server to finish the previous run's requests
+SETTLE_INTERVAL = 0.3
+IDLE_CORES = 0.1
+REBALANCE_ATTEMPTS = 6
+BALANCE_SLACK = 1.25  # 16 connections on 2 workers: at most 10 on one
+SAMPLE_IDS = 20  # ids scored through every endpoint before the load, to check they agree
+
+TARGETS = {
+    "b_over_a_rps": 0.8,
+    "b_over_c_rps": 0.5,
+    "b_half_load_p99_ms": 25.0,
+    "batch_over_predict_rps_min": 1.15,
+    "batch_failed_requests": 0,
+}
+
+LUA_SCRIPT = """-- generated by benchmarks/bench_serve.py: POST a random JSON body from the list below per request
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {
+%(bodies)s
+}
+local mean_delay_ms = 0
+local random_pauses = false
+local threads = {}
+statuses = {}  -- global: done() reads each thread's copy with thread:get
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_index", #threads)
+end
+
+function init(args)
+  math.randomseed(%(seed)d + (thread_index or 0))
+  if args[1] ~= nil then mean_delay_ms = tonumber(args[1]) end
+  random_pauses = args[2] == "random"
+end
+
+function request()
+  return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+%(delay)s
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT requests=%%d duration_us=%%d status_errors=%%d connect=%%d read=%%d write=%%d timeout=%%d " ..
+    "p50_us=%%d p90_us=%%d p99_us=%%d min_us=%%d max_us=%%d mean_us=%%d\\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.min, latency.max,
+    math.floor(latency.mean)))
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      io.write(string.format("BENCH_STATUS %%d %%d\\n", status, count))
+    end
+  end
+end
+"""
+
+DELAY_FUNCTION = """
+function delay()
+  if random_pauses then return math.random() * 2 * mean_delay_ms end
+  return mean_delay_ms
+end
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Benchmark the BentoML prediction service under wrk: /predict_features (a), /predict with the Feast "
+            "lookup (b), a plain FastAPI+uvicorn app doing (b)'s work (c, the baseline), and /predict_batch "
+            "against /predict (d), with 1 and 2 workers. Reports req/s, p50/p99 and non-2xx per run, ratios and "
+            "targets as one JSON object on stdout; progress on stderr. Needs wrk (apt-get install wrk)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections for (a), (b) and (c)")
+    parser.add_argument(
+        "--batch-connections", type=int, nargs="+", default=[16, 32, 64], help="wrk connections for (d)"
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of each timed wrk run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of untimed wrk load before each run")
+    parser.add_argument("--customers", type=int, default=1000, help="customers in the demo data (90 days each)")
+    parser.add_argument("--seed", type=int, default=7, help="seed for the bodies' order and wrk's random choices")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for every server (bento and baseline); repeatable",
+    )
+    parser.add_argument("--wrk", default="wrk", help="the wrk executable")
+    parser.add_argument(
+        "--no-rebalance",
+        dest="rebalance",
+        action="store_false",
+        help="keep runs whose connections landed unevenly on the workers (default: restart them)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (state, server logs)")
+    args = parser.parse_args(argv)
+    if min(args.workers) < 1 or args.connections < 1 or min(args.batch_connections) < 1:
+        parser.error("--workers and connection counts must be positive")
+    if args.duration < 1 or args.warmup < 0:
+        parser.error("--duration must be at least 1 s and --warmup not negative")
+    for item in args.server_env:
+        if "=" not in item:
+            parser.error(f"--server-env takes NAME=VALUE, not {item!r}")
+    if shutil.which(args.wrk) is None:
+        parser.error(f"{args.wrk!r} not found: install wrk (Debian: apt-get install wrk)")
+    return args
+
+
+# --- state ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedState:
+    state_dir: Path
+    model_tag: str
+    ids: list[int]
+    """Known entities whose features are all present and fresh (status ok): every request does the full work."""
+    feature_rows: list[dict[str, Any]]
+    """Their online feature vectors, as /predict_features takes them (same order as `ids`)."""
+    statuses: dict[str, int]
+
+
+def build_state(state_dir: Path, customers: int) -> ServedState:
+    """A state folder with a promoted champion and a materialized SQLite store; the entities all endpoints get."""
+    os.environ.update(CICLO_STATE_DIR=str(state_dir), CICLO_SPEC_PATH=str(ROOT / "cicloml.yaml"))
+    get_settings.cache_clear()
+    settings = get_settings()
+    from tests.service.state import build_served_state  # imports pytest; only needed here
+
+    # Data up to this hour: fresh for the activity view's 2-day TTL for the whole run.
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    tag = build_served_state(settings, end, customers=customers)
+    ids, rows, statuses = usable_entities(settings, list(range(1001, 1001 + customers)))
+    if not ids:
+        raise RuntimeError(f"no entity has complete, fresh online features (statuses: {statuses})")
+    return ServedState(state_dir=state_dir, model_tag=tag, ids=ids, feature_rows=rows, statuses=statuses)
+
+
+def usable_entities(settings: Settings, candidates: list[int]) -> tuple[list[int], list[dict[str, Any]], dict]:
+    spec = load_spec(settings.spec_path)
+    reader = OnlineFeatureReader(open_store(ROOT / spec.features.repo, settings), spec.features.feature_service)
+    online = reader.fetch(candidates)
+    statuses: dict[str, int] = {}
+    ids, rows = [], []
+    for row, (entity, status) in enumerate(zip(candidates, online.statuses, strict=True)):
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == "ok":
+            ids.append(entity)
+            rows.append({name: online.columns[name][row] for name in reader.features})
+    return ids, rows, statuses
+
+
+# --- servers ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    workers: int
+    worker_pids: list[int] = field(default_factory=list)
+
+    def tree(self) -> list[int]:
+        return [self.process.pid, *descendants(self.process.pid)]
+
+
+def serving_environment(state: ServedState, server_env: list[str], workers: int) -> dict[str, str]:
+    environment = {
+        **os.environ,
+        "CICLO_STATE_DIR": str(state.state_dir),
+        "CICLO_SPEC_PATH": str(ROOT / "cicloml.yaml"),
+        "CICLO_MODEL_TAG": state.model_tag,
+        "BENTOML_HOME": str(state.state_dir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        # The service declares workers=1; BentoML 1.4 merges this over the service's own config.
+        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {SERVICE_NAME: {"workers": workers}}}),
+        "PYTHONWARNINGS": "ignore",
+    }
+    environment.update(item.split("=", 1) for item in server_env)
+    return environment
+
+
+@contextlib.contextmanager
+def bento_server(state: ServedState, args: argparse.Namespace, workers: int, log_dir: Path) -> Iterator[Server]:
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("bentoml")), "serve", SERVICE, "--host", "127.0.0.1"]
+    command += ["--port", str(port)]
+    environment = serving_environment(state, args.server_env, workers)
+    # Each BentoML worker logs this once its service instance (model and feature reader) exists.
+    with running(f"bento-{workers}w", command, environment, log_dir, port, workers, "Service cicloml initialized") as s:
+        yield s
+
+
+@contextlib.contextmanager
+def baseline_server(state: ServedState, args: argparse.Namespace, workers: int, log_dir: Path) -> Iterator[Server]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", BASELINE_APP, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers), "--no-access-log", "--log-level", "info"]
+    environment = serving_environment(state, args.server_env, workers)
+    with running(
+        f"baseline-{workers}w", command, environment, log_dir, port, workers, "Application startup complete"
+    ) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def running(
+    name: str, command: list[str], environment: dict[str, str], log_dir: Path, port: int, workers: int, marker: str
+) -> Iterator[Server]:
+    """Start a server in its own session, wait until /readyz answers and every worker logged `marker`; stop it
+    afterwards, whatever happens. BentoML's workers run in sessions of their own, so they are found by parentage
+    and killed by pid if the server does not stop them."""
+    log_path = log_dir / f"{name}.log"
+    log(f"starting {name}: {' '.join(command)}")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(name, process, f"http://127.0.0.1:{port}", log_path, workers)
+    try:
+        began = time.monotonic()
+        wait_ready(server, workers, marker)
+        server.worker_pids = descendants(process.pid)
+        log(f"{name} ready in {time.monotonic() - began:.1f} s (processes: {len(server.tree())})")
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_ready(server: Server, workers: int, marker: str) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    ready = False
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}:\n{tail(server.log_path)}")
+        if not ready:
+            ready = http_status(f"{server.base_url}/readyz") == 200
+        if ready and server.log_path.read_text(errors="replace").count(marker) >= workers:
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"{server.name} was not ready after {STARTUP_SECONDS} s:\n{tail(server.log_path)}")
+
+
+def stop(server: Server) -> None:
+    """SIGTERM the server (it stops its workers), then SIGKILL whatever of its tree is left."""
+    tree = {pid: cmdline(pid) for pid in server.tree()}
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            log(f"{server.name} did not stop in {STOP_SECONDS} s: killing it")
+            server.process.kill()
+            server.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [pid for pid, command in tree.items() if pid != server.process.pid and cmdline(pid) == command]
+        if not left:
+            return
+        time.sleep(0.2)
+    for pid in left:
+        log(f"{server.name}: killing leftover worker {pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def post_json(url: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- CPU accounting ---------------------------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def connections_by_process(server: Server, tree: list[int]) -> list[int]:
+    """Established client connections each server process holds (most first). Workers share one listening
+    socket, and a kept-alive connection stays with the worker that accepted it, so the load can be uneven."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # local port, ESTABLISHED
+            inodes.add(fields[9])
+    counts = []
+    for pid in tree:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    held += link.startswith("socket:[") and link[8:-1] in inodes
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent outside idle and iowait since boot."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def process_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- load -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """A wrk script: the bodies one endpoint is called with."""
+
+    name: str
+    path: str
+    script: Path
+    paced_script: Path
+
+
+def write_load(workdir: Path, name: str, path: str, bodies: list[Any], seed: int) -> Load:
+    encoded = [json.dumps(body, separators=(",", ":")) for body in bodies]
+    random.Random(seed).shuffle(encoded)
+    listed = ",\n".join(f"  [=[{body}]=]" for body in encoded)  # Lua long strings: no escaping, JSON has no "]=]"
+    scripts = []
+    for suffix, delay in (("", ""), ("-paced", DELAY_FUNCTION)):
+        script = workdir / f"{name}{suffix}.lua"
+        script.write_text(LUA_SCRIPT % {"bodies": listed, "seed": seed, "delay": delay})
+        scripts.append(script)
+    return Load(name=name, path=path, script=scripts[0], paced_script=scripts[1])
+
+
+def wrk(
+    args: argparse.Namespace,
+    server: Server,
+    load: Load,
+    connections: int,
+    duration: float,
+    *,
+    mean_delay_ms: float | None = None,
+    pacing: str = "fixed",
+    rebalance: bool = True,
+) -> dict[str, Any]:
+    """One wrk run against `server`; the measurements and the CPU each party used meanwhile.
+
+    With several workers, a run whose connections landed unevenly on them (checked a second in) is restarted, up
+    to REBALANCE_ATTEMPTS times, unless `rebalance` is off here or on the command line; the spreads it restarted
+    on are reported (`uneven_spreads_restarted`), as they show how often one worker gets most of the load."""
+    script = load.script if mean_delay_ms is None else load.paced_script
+    command = [args.wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", f"--timeout={WRK_TIMEOUT_S}s", "--latency"]
+    command += ["-s", str(script), server.base_url + load.path]
+    if mean_delay_ms is not None:
+        command += ["--", f"{mean_delay_ms:.3f}", pacing]
+    tree = server.tree()
+    spreads: list[list[int]] = []
+    for attempt in range(1, REBALANCE_ATTEMPTS + 1):
+        settle(server, tree)
+        busy, served, waited, own = machine_busy_seconds(), process_seconds(tree), children_seconds(), self_seconds()
+        began = time.monotonic()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(min(1.0, duration / 2))
+            spread = connections_by_process(server, tree)
+            spreads.append(spread)
+            if rebalance and args.rebalance and attempt < REBALANCE_ATTEMPTS and not even(spread, server.workers):
+                log(f"  {server.name}: connections per worker {spread}, uneven: restarting wrk")
+                continue
+            stdout, stderr = process.communicate(timeout=duration + WRK_TIMEOUT_S + 30)
+            break
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    completed = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    wall = time.monotonic() - began
+    busy, served = machine_busy_seconds() - busy, process_seconds(tree) - served
+    waited, own = children_seconds() - waited, self_seconds() - own
+    match = re.search(r"^BENCH_RESULT (.*)$", completed.stdout, re.MULTILINE)
+    if completed.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stdout}\n{completed.stderr}")
+    raw = {key: int(value) for key, value in (item.split("=") for item in match.group(1).split())}
+    status_counts: dict[str, int] = {}
+    for code, count in re.findall(r"^BENCH_STATUS (\d+) (\d+)$", completed.stdout, re.MULTILINE):
+        status_counts[code] = status_counts.get(code, 0) + int(count)
+    seconds = raw["duration_us"] / 1e6
+    ok = sum(count for code, count in status_counts.items() if code.startswith("2"))
+    result = {
+        "connections": connections,
+        "seconds": round(seconds, 2),
+        "requests": raw["requests"],
+        "rps": round(raw["requests"] / seconds, 1),
+        "ok_rps": round(ok / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "mean_ms": round(raw["mean_us"] / 1000, 2),
+        "non_2xx": raw["requests"] - ok,
+        "status_counts": dict(sorted(status_counts.items())),
+        "socket_errors": {kind: raw[kind] for kind in ("connect", "read", "write", "timeout")},
+        "connections_per_worker": spread,
+        "uneven_spreads_restarted": spreads[:-1],
+        "cpu_cores": {
+            "server": round(served / wall, 2),
+            "wrk": round(waited / wall, 2),
+            "other": round(max(0.0, busy - served - waited - own) / wall, 2),
+        },
+    }
+    if mean_delay_ms is not None:
+        result["pacing"] = {"pause": pacing, "mean_pause_ms": round(mean_delay_ms, 1)}
+    log(
+        f"  {server.name} {load.path} c={connections}{f' paced ({pacing})' if mean_delay_ms is not None else ''}: "
+        f"{result['rps']} req/s ({result['ok_rps']} 2xx/s), p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"statuses {result['status_counts']}, socket errors {sum(result['socket_errors'].values())}, "
+        f"cpu server/wrk/other {result['cpu_cores']['server']}/{result['cpu_cores']['wrk']}/"
+        f"{result['cpu_cores']['other']}, connections per worker {spread}"
+    )
+    return result
+
+
+def even(spread: list[int], workers: int) -> bool:
+    """Every worker holds connections, none more than BALANCE_SLACK times its even share."""
+    return len(spread) >= workers and max(spread) <= math.ceil(sum(spread) / workers * BALANCE_SLACK)
+
+
+def settle(server: Server, tree: list[int]) -> None:
+    """Wait until the server is idle. wrk closes its connections at the end of a run, but the requests the server
+    already accepted are still computed (a sync API is not cancelled when its client leaves): without this, a run
+    would start behind the previous run's backlog, holding `max_concurrency` slots (429s) and the CPU."""
+    began = time.monotonic()
+    quiet = 0
+    while time.monotonic() - began < SETTLE_SECONDS and quiet < 2:
+        before = process_seconds(tree)
+        time.sleep(SETTLE_INTERVAL)
+        quiet = quiet + 1 if (process_seconds(tree) - before) / SETTLE_INTERVAL < IDLE_CORES else 0
+    waited = time.monotonic() - began
+    if quiet < 2:
+        log(f"  {server.name} still busy after {waited:.0f} s; starting anyway")
+    elif waited > 2:
+        log(f"  {server.name} drained the previous run's backlog in {waited:.1f} s")
+
+
+def measure(args: argparse.Namespace, server: Server, load: Load, connections: int) -> dict[str, Any]:
+    """Warm up (untimed), then time a run at the same concurrency."""
+    if args.warmup > 0:
+        wrk(args, server, load, connections, args.warmup, rebalance=False)
+    return wrk(args, server, load, connections, args.duration)
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """None where the denominator is 0 (a run in which no request completed)."""
+    return round(numerator / denominator, 3) if denominator else None
+
+
+def at_least(value: float | None, target: float) -> bool:
+    return value is not None and value >= target
+
+
+def failed(run: dict[str, Any]) -> int:
+    return int(run["non_2xx"] + sum(run["socket_errors"].values()))
+
+
+def half_load(
+    args: argparse.Namespace, server: Server, load: Load, full: dict[str, Any], workers: int
+) -> dict[str, Any]:
+    """(b)'s latency at about half its full-load rate: connections paced with wrk's delay(), calibrated first.
+
+    A connection's cycle is its pause plus the request's latency, so `connections / rate` seconds per request;
+    the first guess takes the latency from the full-load run's rate; each calibration run then moves the pause by
+    the gap between its measured cycle and the wanted one.
+    """
+    connections = full["connections"]
+    if not full["ok_rps"]:
+        return {"skipped": "no request completed at full load", "run": None}
+    target = HALF_LOAD * full["ok_rps"]
+    cycle_ms = 1000 * connections / target
+    service_ms = 1000 * workers / full["ok_rps"]  # CPU-bound: each worker serves one request at a time
+    delay_ms = max(0.0, cycle_ms - service_ms)
+    calibrations = []
+    for _ in range(2):
+        trial = wrk(args, server, load, connections, CALIBRATION_SECONDS, mean_delay_ms=delay_ms)
+        calibrations.append(
+            {"mean_delay_ms": round(delay_ms, 1), "ok_rps": trial["ok_rps"], "mean_ms": trial["mean_ms"]}
+        )
+        if trial["ok_rps"]:  # move the pause by the gap between the measured and the wanted cycle
+            delay_ms = max(0.0, delay_ms + cycle_ms - 1000 * connections / trial["ok_rps"])
+        if abs(trial["ok_rps"] / target - 1) <= HALF_LOAD_TOLERANCE / HALF_LOAD:
+            break
+    run = wrk(args, server, load, connections, args.duration, mean_delay_ms=delay_ms)
+    bursty = wrk(args, server, load, connections, args.duration, mean_delay_ms=delay_ms, pacing="random")
+    return {
+        "target_rps": round(target, 1),
+        "load_fraction": ratio(run["ok_rps"], full["ok_rps"]),
+        "calibration": calibrations,
+        "run": run,
+        "random_pauses": {"load_fraction": ratio(bursty["ok_rps"], full["ok_rps"]), "run": bursty},
+    }
+
+
+# --- the run ----------------------------------------------------------------------------------------------------
+
+
+def check_agreement(
+    bento: Server | None, baseline: Server | None, state: ServedState, scores: dict[str, list[float]]
+) -> None:
+    """Score the sample ids through each endpoint of the server given; remember the scores to compare later."""
+    ids = state.ids[:SAMPLE_IDS]
+    calls = []
+    if bento is not None:
+        calls += [
+            ("a", bento, "/predict_features", {"rows": state.feature_rows[:SAMPLE_IDS]}),
+            ("b", bento, "/predict", {"entity_ids": ids}),
+            ("d", bento, "/predict_batch", {"entity_ids": ids}),
+        ]
+    if baseline is not None:
+        calls.append(("c", baseline, "/predict", {"entity_ids": ids}))
+    for key, server, path, body in calls:
+        status, answer = post_json(server.base_url + path, body)
+        if status != 200 or any(row["status"] != "ok" for row in answer):
+            raise RuntimeError(f"{server.name} {path} answered {status}: {str(answer)[:500]}")
+        tags = {row["model_tag"] for row in answer}
+        if tags != {state.model_tag}:
+            raise RuntimeError(f"{server.name} {path} serves {tags}, not {state.model_tag}")
+        scores.setdefault(key, [row["score"] for row in answer])
+
+
+def bench_workers(
+    args: argparse.Namespace, state: ServedState, loads: dict[str, Load], workers: int, log_dir: Path, scores: dict
+) -> dict[str, Any]:
+    connections = args.connections
+    result: dict[str, Any] = {}
+    with bento_server(state, args, workers, log_dir) as bento:
+        result["bento_worker_processes"] = len(bento.worker_pids)
+        check_agreement(bento, None, state, scores)
+        log(f"{workers} worker(s): (a) /predict_features and (b) /predict at {connections} connections")
+        result["a_predict_features"] = measure(args, bento, loads["features"], connections)
+        result["b_predict"] = measure(args, bento, loads["ids"], connections)
+        log(f"{workers} worker(s): (b) at half its maximum throughput")
+        result["b_predict_half_load"] = half_load(args, bento, loads["ids"], result["b_predict"], workers)
+        log(f"{workers} worker(s): (d) /predict_batch against /predict")
+        batching = {}
+        for batch_connections in args.batch_connections:
+            predict = measure(args, bento, loads["ids"], batch_connections)
+            batch = measure(args, bento, loads["batch"], batch_connections)
+            batching[str(batch_connections)] = {
+                "predict": predict,
+                "predict_batch": batch,
+                "batch_over_predict_rps": ratio(batch["ok_rps"], predict["ok_rps"]),
+                "failed_requests": {"predict": failed(predict), "predict_batch": failed(batch)},
+            }
+        result["d_batching"] = batching
+    with baseline_server(state, args, workers, log_dir) as baseline:
+        result["baseline_worker_processes"] = len(baseline.worker_pids)
+        check_agreement(None, baseline, state, scores)
+        log(f"{workers} worker(s): (c) the FastAPI baseline /predict at {connections} connections")
+        result["c_baseline_predict"] = measure(args, baseline, loads["ids"], connections)
+
+    a, b, c = result["a_predict_features"], result["b_predict"], result["c_baseline_predict"]
+    result["ratios"] = {
+        "b_over_a_rps": ratio(b["ok_rps"], a["ok_rps"]),
+        "b_over_c_rps": ratio(b["ok_rps"], c["ok_rps"]),
+        "b_over_a_p50": ratio(b["p50_ms"], a["p50_ms"]),
+        "b_over_c_p50": ratio(b["p50_ms"], c["p50_ms"]),
+        "b_over_a_p99": ratio(b["p99_ms"], a["p99_ms"]),
+        "b_over_c_p99": ratio(b["p99_ms"], c["p99_ms"]),
+        "batch_over_predict_rps": {key: pair["batch_over_predict_rps"] for key, pair in batching.items()},
+    }
+    return result
+
+
+def meets_targets(by_workers: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    met = {}
+    for workers, result in by_workers.items():
+        ratios = result["ratios"]
+        met[f"w{workers}_b_over_a_rps"] = at_least(ratios["b_over_a_rps"], TARGETS["b_over_a_rps"])
+        met[f"w{workers}_b_over_c_rps"] = at_least(ratios["b_over_c_rps"], TARGETS["b_over_c_rps"])
+        half = result["b_predict_half_load"]["run"]
+        met[f"w{workers}_b_half_load_p99_ms"] = half is not None and half["p99_ms"] <= TARGETS["b_half_load_p99_ms"]
+        pairs = result["d_batching"].values()
+        met[f"w{workers}_batch_over_predict_rps"] = all(
+            at_least(value, TARGETS["batch_over_predict_rps_min"])
+            for value in ratios["batch_over_predict_rps"].values()
+        )
+        met[f"w{workers}_batch_zero_failed"] = all(
+            failed(pair["predict_batch"]) == TARGETS["batch_failed_requests"] for pair in pairs
+        )
+    return met
+
+
+def agreement(scores: dict[str, list[float]]) -> dict[str, float]:
+    reference = scores["b"]
+    return {
+        f"max_abs_score_diff_{key}_vs_b": max(abs(x - y) for x, y in zip(values, reference, strict=True))
+        for key, values in sorted(scores.items())
+        if key != "b"
+    }
+
+
+def cpu_noise(by_workers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    others = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            if "cpu_cores" in node:
+                others.append(node["cpu_cores"]["other"])
+            for value in node.values():
+                collect(value)
+
+    collect(by_workers)
+    return {
+        "other_cores_mean": round(sum(others) / len(others), 2),
+        "other_cores_max": round(max(others), 2),
+        "timed_runs": len(others),
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    log(f"building the state folder: {args.customers} customers, trained and promoted champion, SQLite online store")
+    state = build_state(workdir / "state", args.customers)
+    log(f"champion {state.model_tag}; {len(state.ids)} entities with complete fresh features {state.statuses}")
+    loads = {
+        "features": write_load(
+            workdir, "features", "/predict_features", [{"rows": [r]} for r in state.feature_rows], args.seed
+        ),
+        "ids": write_load(workdir, "ids", "/predict", [{"entity_ids": [i]} for i in state.ids], args.seed),
+        "batch": write_load(workdir, "batch", "/predict_batch", [{"entity_ids": [i]} for i in state.ids], args.seed),
+    }
+    log_dir = workdir / "logs"
+    log_dir.mkdir()
+    scores: dict[str, list[float]] = {}
+    by_workers = {str(w): bench_workers(args, state, loads, w, log_dir, scores) for w in args.workers}
+    scaling = {}
+    if "1" in by_workers and "2" in by_workers:
+        for key in ("a_predict_features", "b_predict", "c_baseline_predict"):
+            scaling[f"{key}_2w_over_1w_rps"] = ratio(by_workers["2"][key]["ok_rps"], by_workers["1"][key]["ok_rps"])
+    return {
+        "benchmark": "cicloml serving",
+        "config": {
+            "workers": args.workers,
+            "connections": args.connections,
+            "batch_connections": args.batch_connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "wrk": f"-t1 --timeout {WRK_TIMEOUT_S}s --latency, Lua script: one random body per request",
+            "customers": args.customers,
+            "entities_in_bodies": len(state.ids),
+            "model_tag": state.model_tag,
+            "server_env": args.server_env,
+            "rebalance_uneven_runs": args.rebalance,
+            "bento_workers_via": 'BENTOML_CONFIG_OVERRIDES={"services": {"cicloml": {"workers": N}}}',
+            "baseline": f"uvicorn {BASELINE_APP} --workers N --no-access-log",
+            "half_load": "wrk Lua delay(): a d ms pause before each request on each connection, d calibrated to half "
+            "of (b)'s full-load 2xx/s; random_pauses: uniform [0, 2d] ms",
+            "seed": args.seed,
+        },
+        "score_agreement": agreement(scores),
+        "by_workers": by_workers,
+        "scaling": scaling,
+        "targets": TARGETS,
+        "meets_targets": meets_targets(by_workers),
+        "cpu_noise": {
+            **cpu_noise(by_workers),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "wall_seconds": round(time.monotonic() - began, 1),
+        "environment": environment(args),
+    }
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    wrk_version = subprocess.run([args.wrk, "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "python": platform.python_version(),
+        "bentoml": version("bentoml"),
+        "fastapi": version("fastapi"),
+        "uvicorn": version("uvicorn"),
+        "scikit_learn": version("scikit-learn"),
+        "feast": version("feast"),
+        "wrk": wrk_version[0].strip() if wrk_version else None,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so every server started so far is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="cicloml-bench-serve-"))
+    try:
+        # Feast prints progress on stdout; keep stdout for the JSON result alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run(args, workdir)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
