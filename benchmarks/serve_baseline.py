@@ -2,20 +2,11 @@
 
 It does what `bentos.service.PredictionService.predict` does for a request, and nothing else: the same strict
 request body (`{"entity_ids": [...]}`, 1 to MAX_ROWS INT64 ids), the same `OnlineFeatureReader` lookup (one per
-request, unknown/missing/stale rows answered with a status and no score), the same pipeline called through
-`cicloml.training.score` on the same frame, and the same response rows (`bentos.schemas.Prediction`). No BentoML
-serving code runs: no BentoML app, middleware, metrics, access log or worker supervisor; the model is read from
-BentoML's local model store by `cicloml.registry`, as the service's worker does.
-
-Like the service, the endpoint is a plain `def`, so the framework runs it in its thread pool. One pipeline and one
-feature reader per worker process, made at startup; `/readyz` answers 200 (with the worker's pid) once they exist.
-
-It reads the same settings as the service: CICLO_STATE_DIR, CICLO_SPEC_PATH, CICLO_MODEL_TAG (default: the
-champion). Run from the repository root (the Feast repo path in the spec is relative to it):
-
-    uvicorn benchmarks.serve_baseline:app --host 127.0.0.1 --port 8001 --workers 2 --no-access-log
-
-The entity key type is INT64 here (the churn project's `customer_id`); the service derives it from Feast.
+request, unknown/missing/stale rows answered with a status and no score), the same model called through
+`cicloml.models.row_scorer.row_scoring` on the same columns, and the same response rows
+(`bentos.schemas.Prediction`). No BentoML serving code runs: no BentoML app, middleware, metrics, access log or
+worker supervisor; the model is read from BentoML's local model store by `cicloml.registry`, as the service's
+worker does.
 """
 
 import os
@@ -24,17 +15,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from bentos.schemas import MAX_ROWS, Prediction
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
+from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel, ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
-from cicloml.training import score
 
 EntityId = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 
@@ -59,6 +49,7 @@ class Worker:
             raise ConfigError("no champion to serve: set CICLO_MODEL_TAG or promote a model")
         self.model: LoadedModel = registry.load(tag)
         self.features = self.model.lineage.features
+        self.score_rows = row_scoring(self.model.pipeline, self.features)
         self.reader = OnlineFeatureReader(
             open_store(Path(spec.features.repo), settings), self.model.lineage.feature_service
         )
@@ -66,8 +57,8 @@ class Worker:
     def predict(self, entity_ids: list[Any]) -> list[Prediction]:
         online = self.reader.fetch(entity_ids)
         usable = [row for row, status in enumerate(online.statuses) if status == "ok"]
-        frame = pd.DataFrame({name: [online.columns[name][row] for row in usable] for name in self.features.features})
-        values = score(self.model.pipeline, frame, self.features).tolist() if usable else []
+        columns = {name: [online.columns[name][row] for row in usable] for name in self.features.features}
+        values = self.score_rows(columns).tolist() if usable else []
         scores = dict(zip(usable, values, strict=True))
         issues = iter(online.issues)  # one per row that is not ok, in row order
         predictions = []

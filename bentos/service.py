@@ -21,7 +21,6 @@ from functools import cache
 from typing import Annotated, Any
 
 import bentoml
-import pandas as pd
 from bentoml.exceptions import NotFound
 from feast import FeatureStore
 from feast.value_type import ValueType
@@ -31,10 +30,10 @@ from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly
 from bentos.schemas import MAX_ROWS, Prediction, entity_ids_type, feature_row_model, feature_rows_type
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
+from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel, ModelRegistry, load_model, read_lineage
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import load_spec
-from cicloml.training import score
 
 LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Feature lookups take well under a millisecond on SQLite and a few on Redis; the tail is what matters."""
@@ -77,9 +76,9 @@ def open_feature_store(settings: Settings) -> FeatureStore:
     return open_store(load_spec(settings.spec_path).features.repo, settings)
 
 
-def entity_id_type(store: FeatureStore, feature_service: str) -> Any:
+def entity_id_type(store: FeatureStore, feature_service: str) -> tuple[Any, Any]:
     """The request type of one entity id, from the Feast join key's declared type (bounded, so an id Feast cannot
-    encode is a 400, not a failure inside the lookup)."""
+    encode is a 400, not a failure inside the lookup), and an id of that type for warming up."""
     service = store.get_feature_service(feature_service)
     value_types = {
         column.dtype.to_value_type()
@@ -87,11 +86,11 @@ def entity_id_type(store: FeatureStore, feature_service: str) -> Any:
         for column in store.get_feature_view(projection.name).entity_columns
     }
     if value_types == {ValueType.INT64}:
-        return Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+        return Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)], 0
     if value_types == {ValueType.INT32}:
-        return Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
+        return Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)], 0
     if value_types == {ValueType.STRING}:
-        return Annotated[StrictStr, Field(min_length=1, max_length=256)]
+        return Annotated[StrictStr, Field(min_length=1, max_length=256)], "0"
     raise ConfigError(
         f"feature service {feature_service!r}: entity key type(s) {sorted(map(str, value_types))} are not supported "
         "by the service (one INT64, INT32 or STRING join key)"
@@ -129,7 +128,7 @@ SETTINGS = get_settings()
 PINNED_MODEL = stored_model(pinned_model_tag(SETTINGS))
 FEATURE_SERVICE = str(PINNED_MODEL.info.metadata["feature_service"])
 FEATURES = read_lineage(PINNED_MODEL).features
-EntityId = entity_id_type(open_feature_store(SETTINGS), FEATURE_SERVICE)
+EntityId, WARM_UP_ID = entity_id_type(open_feature_store(SETTINGS), FEATURE_SERVICE)
 EntityIds = entity_ids_type(EntityId)
 FeatureRow = feature_row_model(FEATURES)
 FeatureRows = feature_rows_type(FeatureRow)
@@ -150,8 +149,16 @@ class PredictionService:
     def __init__(self) -> None:
         # One model and one feature reader per worker, for its lifetime.
         self.model: LoadedModel = load_model(self.model_ref)
+        self.score_rows = row_scoring(self.model.pipeline, FEATURES)
         self.reader = OnlineFeatureReader(open_feature_store(get_settings()), FEATURE_SERVICE)
         self.metrics = service_metrics()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run one lookup and one prediction before the worker reports ready, so that the first caller does not
+        pay for lazy imports and first-call setup (several hundred milliseconds otherwise)."""
+        self.reader.fetch([WARM_UP_ID])
+        self.score_rows({name: [None] for name in FEATURES.features})
 
     def __is_ready__(self) -> bool:
         """/readyz: ready once this worker holds the model and an open feature reader."""
@@ -165,8 +172,7 @@ class PredictionService:
     @bentoml.api(route="/predict_features")
     def predict_features(self, rows: FeatureRows) -> list[Prediction]:  # type: ignore[valid-type]
         """Score feature vectors the caller already has (every feature of the model's feature service required)."""
-        frame = pd.DataFrame([row.model_dump() for row in rows])
-        scores = self._score(frame)
+        scores = self._score({name: [getattr(row, name) for row in rows] for name in FEATURES.features})
         self.metrics.rows.labels("predict_features", "ok").inc(len(scores))
         return [self._scored(None, value) for value in scores]
 
@@ -186,8 +192,8 @@ class PredictionService:
         self.metrics.lookup_seconds.labels(FEATURE_SERVICE).observe(time.perf_counter() - started)
 
         usable = [row for row, status in enumerate(online.statuses) if status == "ok"]
-        frame = pd.DataFrame({name: [online.columns[name][row] for row in usable] for name in FEATURES.features})
-        scores = dict(zip(usable, self._score(frame), strict=True))
+        columns = {name: [online.columns[name][row] for row in usable] for name in FEATURES.features}
+        scores = dict(zip(usable, self._score(columns), strict=True))
         issues = iter(online.issues)  # one per row that is not ok, in row order
         predictions = []
         for row, (entity_id, status) in enumerate(zip(entity_ids, online.statuses, strict=True)):
@@ -209,10 +215,10 @@ class PredictionService:
             self.metrics.rows.labels(endpoint, status).inc(online.statuses.count(status))
         return predictions
 
-    def _score(self, frame: pd.DataFrame) -> list[float]:
-        if frame.empty:
+    def _score(self, columns: dict[str, list[Any]]) -> list[float]:
+        if not columns[FEATURES.features[0]]:
             return []
-        return score(self.model.pipeline, frame, FEATURES).tolist()
+        return self.score_rows(columns).tolist()
 
     def _scored(self, entity_id: Any, value: float) -> Prediction:
         return Prediction(
