@@ -30,13 +30,14 @@ run. A timed run whose spread is uneven (a worker holding more than 1.25x its sh
 restarted a second in, so that runs compare the servers rather than the luck of the accept queue; the spreads it
 restarted on are reported (`uneven_spreads_restarted`), and `--no-rebalance` keeps every run as it lands.
 
-(b)'s p99 at half its maximum throughput: wrk cannot hold a fixed rate (wrk2 can; it is not packaged here), so each
-connection is paced with wrk's Lua `delay()` hook: a pause of d ms before each request. d is calibrated on short
-runs so the measured rate lands near half of (b)'s 2xx/s at full load; then the timed run (`run`, the one the
-target is judged on: evenly spaced requests per connection, like wrk2's schedule) and a second timed run with
-pauses drawn uniformly from [0, 2d] (`random_pauses`: the same mean rate, burstier arrivals, more queueing). wrk
-times a request from its write to its response, so pauses are not counted in latency. Pacing is closed-loop per
-connection (a slow response delays that connection's next request), so the tail can be understated a little.
+(b)'s p99 at half its maximum throughput: wrk has no rate limit (wrk2 has; it is not packaged here), so the paced
+runs schedule requests from wrk's Lua `delay()` hook: each request a connection is about to send takes the next
+free slot of one schedule at R = half of (b)'s 2xx/s at full load, and waits for it (LuaJIT's ffi reads the
+monotonic clock). `run`, the one the target is judged on, spaces the slots evenly, as wrk2 does; `poisson_arrivals`
+draws the gaps from an exponential distribution with the same mean (random arrivals queue more). wrk times a
+request from its write to its response, so the wait for the slot is not latency. A slot no connection is free for
+is not caught up later (wrk2 would send it late and count the wait), so an overloaded server gets a lower rate
+rather than a longer tail; the measured rate is reported (`load_fraction` of the full-load rate).
 
 CPU noise: the machine may be shared. For every timed run the CPU time of the server's process tree, of wrk and
 of everything else on the machine (from /proc) is reported in cores; `other_cores` well above 0 means another
@@ -77,7 +78,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -98,11 +99,10 @@ STARTUP_SECONDS = 240  # importing the service and the stack takes ~15-30 s on 2
 STOP_SECONDS = 30
 HALF_LOAD = 0.5
 HALF_LOAD_TOLERANCE = 0.1  # accept a paced run within 40-60 % of the maximum rate
-CALIBRATION_SECONDS = 4.0
 SETTLE_SECONDS = 30  # longest wait for a server to finish the previous run's requests
 SETTLE_INTERVAL = 0.3
 IDLE_CORES = 0.1
-REBALANCE_ATTEMPTS = 6
+REBALANCE_ATTEMPTS = 10  # uneven spreads are common: about 2 runs in 3 on 2 workers here
 BALANCE_SLACK = 1.25  # 16 connections on 2 workers: at most 10 on one
 SAMPLE_IDS = 20  # ids scored through every endpoint before the load, to check they agree
 
@@ -120,8 +120,8 @@ wrk.headers["Content-Type"] = "application/json"
 local bodies = {
 %(bodies)s
 }
-local mean_delay_ms = 0
-local random_pauses = false
+local interval_ms = 0
+local poisson = false
 local threads = {}
 statuses = {}  -- global: done() reads each thread's copy with thread:get
 
@@ -132,8 +132,8 @@ end
 
 function init(args)
   math.randomseed(%(seed)d + (thread_index or 0))
-  if args[1] ~= nil then mean_delay_ms = tonumber(args[1]) end
-  random_pauses = args[2] == "random"
+  if args[1] ~= nil then interval_ms = tonumber(args[1]) end
+  poisson = args[2] == "poisson"
 end
 
 function request()
@@ -161,9 +161,28 @@ end
 """
 
 DELAY_FUNCTION = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local next_slot = nil
+
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+
+-- Called before every request (the first of each connection too): wait for the schedule's next free slot.
 function delay()
-  if random_pauses then return math.random() * 2 * mean_delay_ms end
-  return mean_delay_ms
+  local now = now_ms()
+  if next_slot == nil or next_slot < now then next_slot = now end  -- a missed slot is not caught up
+  local wait = next_slot - now
+  local gap = interval_ms
+  if poisson then gap = -math.log(1 - math.random()) * interval_ms end
+  next_slot = next_slot + gap
+  return wait
 end
 """
 
@@ -276,7 +295,8 @@ class Server:
     base_url: str
     log_path: Path
     workers: int
-    worker_pids: list[int] = field(default_factory=list)
+    workers_started: int = 0
+    """Workers that logged their startup (the service initialized, or the app's startup complete)."""
 
     def tree(self) -> list[int]:
         return [self.process.pid, *descendants(self.process.pid)]
@@ -338,7 +358,7 @@ def running(
     try:
         began = time.monotonic()
         wait_ready(server, workers, marker)
-        server.worker_pids = descendants(process.pid)
+        server.workers_started = log_path.read_text(errors="replace").count(marker)
         log(f"{name} ready in {time.monotonic() - began:.1f} s (processes: {len(server.tree())})")
         yield server
     finally:
@@ -521,8 +541,8 @@ def wrk(
     connections: int,
     duration: float,
     *,
-    mean_delay_ms: float | None = None,
-    pacing: str = "fixed",
+    rate: float | None = None,
+    arrivals: str = "even",
     rebalance: bool = True,
 ) -> dict[str, Any]:
     """One wrk run against `server`; the measurements and the CPU each party used meanwhile.
@@ -530,11 +550,11 @@ def wrk(
     With several workers, a run whose connections landed unevenly on them (checked a second in) is restarted, up
     to REBALANCE_ATTEMPTS times, unless `rebalance` is off here or on the command line; the spreads it restarted
     on are reported (`uneven_spreads_restarted`), as they show how often one worker gets most of the load."""
-    script = load.script if mean_delay_ms is None else load.paced_script
+    script = load.script if rate is None else load.paced_script
     command = [args.wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", f"--timeout={WRK_TIMEOUT_S}s", "--latency"]
     command += ["-s", str(script), server.base_url + load.path]
-    if mean_delay_ms is not None:
-        command += ["--", f"{mean_delay_ms:.3f}", pacing]
+    if rate is not None:
+        command += ["--", f"{1000 / rate:.3f}", arrivals]
     tree = server.tree()
     spreads: list[list[int]] = []
     for attempt in range(1, REBALANCE_ATTEMPTS + 1):
@@ -583,6 +603,7 @@ def wrk(
         "status_counts": dict(sorted(status_counts.items())),
         "socket_errors": {kind: raw[kind] for kind in ("connect", "read", "write", "timeout")},
         "connections_per_worker": spread,
+        "balanced": server.workers == 1 or even(spread, server.workers),
         "uneven_spreads_restarted": spreads[:-1],
         "cpu_cores": {
             "server": round(served / wall, 2),
@@ -590,10 +611,10 @@ def wrk(
             "other": round(max(0.0, busy - served - waited - own) / wall, 2),
         },
     }
-    if mean_delay_ms is not None:
-        result["pacing"] = {"pause": pacing, "mean_pause_ms": round(mean_delay_ms, 1)}
+    if rate is not None:
+        result["schedule"] = {"rate": round(rate, 1), "arrivals": arrivals}
     log(
-        f"  {server.name} {load.path} c={connections}{f' paced ({pacing})' if mean_delay_ms is not None else ''}: "
+        f"  {server.name} {load.path} c={connections}{f' at {rate:.1f}/s ({arrivals})' if rate is not None else ''}: "
         f"{result['rps']} req/s ({result['ok_rps']} 2xx/s), p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
         f"statuses {result['status_counts']}, socket errors {sum(result['socket_errors'].values())}, "
         f"cpu server/wrk/other {result['cpu_cores']['server']}/{result['cpu_cores']['wrk']}/"
@@ -605,6 +626,10 @@ def wrk(
 def even(spread: list[int], workers: int) -> bool:
     """Every worker holds connections, none more than BALANCE_SLACK times its even share."""
     return len(spread) >= workers and max(spread) <= math.ceil(sum(spread) / workers * BALANCE_SLACK)
+
+
+def near_half(rate: float, full_rate: float) -> bool:
+    return bool(full_rate) and abs(rate / full_rate - HALF_LOAD) <= HALF_LOAD_TOLERANCE
 
 
 def settle(server: Server, tree: list[int]) -> None:
@@ -644,40 +669,20 @@ def failed(run: dict[str, Any]) -> int:
     return int(run["non_2xx"] + sum(run["socket_errors"].values()))
 
 
-def half_load(
-    args: argparse.Namespace, server: Server, load: Load, full: dict[str, Any], workers: int
-) -> dict[str, Any]:
-    """(b)'s latency at about half its full-load rate: connections paced with wrk's delay(), calibrated first.
-
-    A connection's cycle is its pause plus the request's latency, so `connections / rate` seconds per request;
-    the first guess takes the latency from the full-load run's rate; each calibration run then moves the pause by
-    the gap between its measured cycle and the wanted one.
-    """
-    connections = full["connections"]
+def half_load(args: argparse.Namespace, server: Server, load: Load, full: dict[str, Any]) -> dict[str, Any]:
+    """(b)'s latency with requests scheduled at half its full-load 2xx/s: evenly spaced, then Poisson."""
     if not full["ok_rps"]:
         return {"skipped": "no request completed at full load", "run": None}
-    target = HALF_LOAD * full["ok_rps"]
-    cycle_ms = 1000 * connections / target
-    service_ms = 1000 * workers / full["ok_rps"]  # CPU-bound: each worker serves one request at a time
-    delay_ms = max(0.0, cycle_ms - service_ms)
-    calibrations = []
-    for _ in range(2):
-        trial = wrk(args, server, load, connections, CALIBRATION_SECONDS, mean_delay_ms=delay_ms)
-        calibrations.append(
-            {"mean_delay_ms": round(delay_ms, 1), "ok_rps": trial["ok_rps"], "mean_ms": trial["mean_ms"]}
-        )
-        if trial["ok_rps"]:  # move the pause by the gap between the measured and the wanted cycle
-            delay_ms = max(0.0, delay_ms + cycle_ms - 1000 * connections / trial["ok_rps"])
-        if abs(trial["ok_rps"] / target - 1) <= HALF_LOAD_TOLERANCE / HALF_LOAD:
-            break
-    run = wrk(args, server, load, connections, args.duration, mean_delay_ms=delay_ms)
-    bursty = wrk(args, server, load, connections, args.duration, mean_delay_ms=delay_ms, pacing="random")
+    rate = HALF_LOAD * full["ok_rps"]
+    connections = full["connections"]
+    run = wrk(args, server, load, connections, args.duration, rate=rate)
+    poisson = wrk(args, server, load, connections, args.duration, rate=rate, arrivals="poisson")
     return {
-        "target_rps": round(target, 1),
+        "rate": round(rate, 1),
         "load_fraction": ratio(run["ok_rps"], full["ok_rps"]),
-        "calibration": calibrations,
+        "load_within_tolerance": near_half(run["ok_rps"], full["ok_rps"]),
         "run": run,
-        "random_pauses": {"load_fraction": ratio(bursty["ok_rps"], full["ok_rps"]), "run": bursty},
+        "poisson_arrivals": {"load_fraction": ratio(poisson["ok_rps"], full["ok_rps"]), "run": poisson},
     }
 
 
@@ -714,13 +719,13 @@ def bench_workers(
     connections = args.connections
     result: dict[str, Any] = {}
     with bento_server(state, args, workers, log_dir) as bento:
-        result["bento_worker_processes"] = len(bento.worker_pids)
+        result["bento_workers_started"] = bento.workers_started
         check_agreement(bento, None, state, scores)
         log(f"{workers} worker(s): (a) /predict_features and (b) /predict at {connections} connections")
         result["a_predict_features"] = measure(args, bento, loads["features"], connections)
         result["b_predict"] = measure(args, bento, loads["ids"], connections)
         log(f"{workers} worker(s): (b) at half its maximum throughput")
-        result["b_predict_half_load"] = half_load(args, bento, loads["ids"], result["b_predict"], workers)
+        result["b_predict_half_load"] = half_load(args, bento, loads["ids"], result["b_predict"])
         log(f"{workers} worker(s): (d) /predict_batch against /predict")
         batching = {}
         for batch_connections in args.batch_connections:
@@ -734,7 +739,7 @@ def bench_workers(
             }
         result["d_batching"] = batching
     with baseline_server(state, args, workers, log_dir) as baseline:
-        result["baseline_worker_processes"] = len(baseline.worker_pids)
+        result["baseline_workers_started"] = baseline.workers_started
         check_agreement(None, baseline, state, scores)
         log(f"{workers} worker(s): (c) the FastAPI baseline /predict at {connections} connections")
         result["c_baseline_predict"] = measure(args, baseline, loads["ids"], connections)
@@ -758,8 +763,15 @@ def meets_targets(by_workers: dict[str, dict[str, Any]]) -> dict[str, bool]:
         ratios = result["ratios"]
         met[f"w{workers}_b_over_a_rps"] = at_least(ratios["b_over_a_rps"], TARGETS["b_over_a_rps"])
         met[f"w{workers}_b_over_c_rps"] = at_least(ratios["b_over_c_rps"], TARGETS["b_over_c_rps"])
-        half = result["b_predict_half_load"]["run"]
-        met[f"w{workers}_b_half_load_p99_ms"] = half is not None and half["p99_ms"] <= TARGETS["b_half_load_p99_ms"]
+        # Judged only on a run that completed requests at no less than 40 % of the full-load rate (lighter load
+        # would flatter the tail); a heavier one is accepted, as it can only make the tail worse.
+        half = result["b_predict_half_load"]
+        met[f"w{workers}_b_half_load_p99_ms"] = (
+            half["run"] is not None
+            and half["run"]["requests"] > 0
+            and half["load_fraction"] >= HALF_LOAD - HALF_LOAD_TOLERANCE
+            and half["run"]["p99_ms"] <= TARGETS["b_half_load_p99_ms"]
+        )
         pairs = result["d_batching"].values()
         met[f"w{workers}_batch_over_predict_rps"] = all(
             at_least(value, TARGETS["batch_over_predict_rps_min"])
@@ -835,8 +847,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "rebalance_uneven_runs": args.rebalance,
             "bento_workers_via": 'BENTOML_CONFIG_OVERRIDES={"services": {"cicloml": {"workers": N}}}',
             "baseline": f"uvicorn {BASELINE_APP} --workers N --no-access-log",
-            "half_load": "wrk Lua delay(): a d ms pause before each request on each connection, d calibrated to half "
-            "of (b)'s full-load 2xx/s; random_pauses: uniform [0, 2d] ms",
+            "half_load": "requests scheduled from wrk's Lua delay() at half of (b)'s full-load 2xx/s: evenly "
+            "spaced (run) and Poisson (poisson_arrivals)",
             "seed": args.seed,
         },
         "score_agreement": agreement(scores),
