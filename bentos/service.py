@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import NotFound
+from bentoml.validators import ContentType
 from feast import FeatureStore
 from feast.value_type import ValueType
 from pydantic import BaseModel, Field, Strict, StrictStr
@@ -132,6 +133,8 @@ EntityId, WARM_UP_ID = entity_id_type(open_feature_store(SETTINGS), FEATURE_SERV
 EntityIds = entity_ids_type(EntityId)
 FeatureRow = feature_row_model(FEATURES)
 FeatureRows = feature_rows_type(FeatureRow)
+# A declared media type: without one BentoML derives it from the output's JSON schema on every response.
+Predictions = Annotated[list[Prediction], ContentType("application/json")]
 
 
 @bentoml.service(
@@ -165,12 +168,12 @@ class PredictionService:
         return getattr(self, "model", None) is not None and getattr(self, "reader", None) is not None
 
     @bentoml.api(route="/predict")
-    def predict(self, entity_ids: EntityIds) -> list[Prediction]:  # type: ignore[valid-type]
+    def predict(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
         """Score entities by id on their online features; unknown, missing or stale ones get a status, no score."""
         return self._predict_entities(entity_ids, "predict")
 
     @bentoml.api(route="/predict_features")
-    def predict_features(self, rows: FeatureRows) -> list[Prediction]:  # type: ignore[valid-type]
+    def predict_features(self, rows: FeatureRows) -> Predictions:  # type: ignore[valid-type]
         """Score feature vectors the caller already has (every feature of the model's feature service required)."""
         scores = self._score({name: [getattr(row, name) for row in rows] for name in FEATURES.features})
         self.metrics.rows.labels("predict_features", "ok").inc(len(scores))
@@ -180,7 +183,7 @@ class PredictionService:
     # it predicts will wait longer (its latency model is crude while it warms up, so 25 ms shed requests at once
     # on two cores). How long it holds a batch open is learned separately from measured call times.
     @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_ROWS, max_latency_ms=1000)
-    def predict_batch(self, entity_ids: EntityIds) -> list[Prediction]:  # type: ignore[valid-type]
+    def predict_batch(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
         """`/predict` with adaptive batching: concurrent requests are merged into one lookup and one model call."""
         return self._predict_entities(entity_ids, "predict_batch")
 
