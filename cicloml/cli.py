@@ -5,6 +5,8 @@ cicloml models show TAG          one version in full (JSON)
 cicloml models promote TAG       make TAG the champion (a version the gate rejected needs --force)
 cicloml models rollback          restore the previous champion
 cicloml check                    validate settings, the project spec and the Feast repo, then exit
+cicloml serve                    serve the champion's bento behind a local proxy; switch to each new champion
+                                 with no failed request (SIGHUP: check the champion now)
 """
 
 import argparse
@@ -38,6 +40,21 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate settings, the project spec and the Feast repo")
     check.set_defaults(run=_check)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion's bento on HOST:PORT; switch to each new champion with no failed request",
+        description="Serve the champion's bento (built if needed) behind a local proxy on HOST:PORT. When the "
+        "champion changes, the new bento starts beside the old one and takes the traffic once ready; the old one "
+        "finishes its requests and stops. Runs until SIGINT/SIGTERM; SIGHUP checks the champion at once.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=3000, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1, help="BentoML workers per bento (default: %(default)s)")
+    serve.add_argument(
+        "--poll-seconds", type=float, default=5.0, help="how often to check the champion (default: %(default)s)"
+    )
+    serve.set_defaults(run=_serve)
 
     models = commands.add_parser("models", help="model versions and the champion")
     actions = models.add_subparsers(required=True, metavar="ACTION")
@@ -121,4 +138,23 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     print(f"champion: {_registry().rollback()}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from cicloml.serving import serve_champion  # imports BentoML and uvicorn; only this command needs them
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    serve_champion(
+        settings,
+        _registry(),
+        settings.spec_path.parent,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        poll_s=args.poll_seconds,
+    )
     return 0

@@ -1,10 +1,13 @@
-"""build-bento: the bento that serves the champion (or a given version), tagged with the model version."""
+"""build-bento: the bento that serves the champion (or a given version), tagged with the model version, and its
+BentoCloud deployment when credentials are configured."""
 
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
+from cicloml.bento import DeployReport
 from cicloml.errors import ConfigError
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
@@ -13,11 +16,14 @@ from flows import tasks
 from flows.local import run_locally
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEPLOYMENT_CONFIG = PROJECT_DIR / "bentos" / "deployment.yaml"
 
 
 class BuildBentoParams(BaseModel):
     model_tag: str | None = None
     """The model version to serve (`name:version`); default the champion."""
+    deploy: bool = True
+    """Apply bentos/deployment.yaml on BentoCloud with the bento (skipped, and said so, without credentials)."""
 
 
 class BuildBentoResult(BaseModel):
@@ -25,6 +31,8 @@ class BuildBentoResult(BaseModel):
     bento_tag: str
     built: bool
     """False when a bento for this model version already existed (bentos are immutable; it is reused)."""
+    deployment: DeployReport | None
+    """What happened on BentoCloud; None when the run did not ask to deploy."""
 
 
 @flow(name="build-bento")
@@ -41,8 +49,19 @@ def build_bento(params: BuildBentoParams = BuildBentoParams()) -> BuildBentoResu
 
     bento_tag, built = tasks.build_bento(settings, model_tag, PROJECT_DIR)
     registry.record_bento(model_tag, bento_tag)
-    get_run_logger().info("%s serves %s (%s)", bento_tag, model_tag, "built" if built else "already built")
-    return BuildBentoResult(model_tag=model_tag, bento_tag=bento_tag, built=built)
+    logger = get_run_logger()
+    logger.info("%s serves %s (%s)", bento_tag, model_tag, "built" if built else "already built")
+
+    deployment = tasks.deploy_bento(settings, bento_tag, DEPLOYMENT_CONFIG) if params.deploy else None
+    if deployment is not None:
+        logger.info("BentoCloud deployment %s: %s. %s", deployment.deployment, deployment.status, deployment.message)
+        create_markdown_artifact(
+            key="bentocloud-deployment",
+            markdown=f"**{deployment.status}**: `{bento_tag}` → deployment `{deployment.deployment}`\n\n"
+            f"{deployment.message}",
+            description=deployment.status,
+        )
+    return BuildBentoResult(model_tag=model_tag, bento_tag=bento_tag, built=built, deployment=deployment)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,4 @@ write_predictions = _step(batch.write_predictions)
 
 # serving
 build_bento = _step(bento.build_bento)
+deploy_bento = _step(bento.deploy_bento)

@@ -31,7 +31,7 @@ BODY = b'{"entity_ids": [1001, 1002]}'
 WAIT_SECONDS = 60  # upper bound on waiting for the server to reach a state; never a measured duration
 MAX_CONCURRENCY = 2
 TIMEOUT_SECONDS = 8
-"""Tiny limits for the test server (the service ships 64 and 10 s), set through a BentoML config file."""
+"""Tiny limits for the test server (the service ships 256 and 10 s), set through a BentoML config file."""
 
 LIMITS_CONFIG = f"""\
 services:

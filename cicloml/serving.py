@@ -1,0 +1,344 @@
+"""Serving the champion locally, and switching to a new one without failing a request (`cicloml serve`).
+
+A small reverse proxy holds the public port. Behind it runs one `bentoml serve` of the champion's bento (a
+backend) on a loopback port of its own. When the registry's champion changes (checked every few seconds, or at
+once on SIGHUP), the server builds the new champion's bento if needed, starts it beside the old one, waits for
+its /readyz, and then points the proxy at it in one assignment. Requests already sent to the old backend finish
+there; once none is left in flight the old backend gets SIGTERM, and BentoML's graceful shutdown ends it. A
+caller sees no refused connection and no error during the switch, only the model version in the answers change.
+
+On BentoCloud the same switch is a deployment update (`cicloml.bento.deploy_bento`).
+"""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from cicloml.atomic import atomic_path
+from cicloml.bento import BENTOML, bentoml_environment, build_bento
+from cicloml.errors import ConfigError
+from cicloml.registry import ModelRegistry
+from cicloml.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+"""Headers that describe one connection, not the message: the proxy does not pass them on."""
+
+READY_TIMEOUT_S = 300.0
+"""Longest wait for a new backend's /readyz: importing the stack alone takes 15-30 s on two busy cores."""
+STOP_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 30.0
+"""Longest wait for the requests in flight on the old backend before it is stopped anyway."""
+
+
+class SwitchingProxy:
+    """An ASGI app that forwards every HTTP request to the current upstream, streaming both bodies.
+
+    Each request reads `upstream` once, so a switch never moves a request between backends, and the requests
+    in flight are counted per upstream so the old one can be drained before it stops.
+    """
+
+    def __init__(self, timeout_s: float = 60.0) -> None:
+        self.upstream: str | None = None
+        self.in_flight: Counter[str] = Counter()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        upstream = self.upstream
+        if upstream is None:
+            await _send_json(send, 503, b'{"error": "no model is being served yet; retry shortly"}', retry=True)
+            return
+        self.in_flight[upstream] += 1
+        try:
+            await self._forward(upstream, scope, receive, send)
+        finally:
+            self.in_flight[upstream] -= 1
+
+    async def _forward(self, upstream: str, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = upstream + scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0]
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope["headers"]
+            if name.decode("latin-1").lower() not in HOP_BY_HOP
+        ]
+        if scope.get("client"):
+            headers.append(("x-forwarded-for", scope["client"][0]))
+        request = self._client.build_request(
+            scope["method"], url + (f"?{query}" if query else ""), headers=headers, content=_body(receive)
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as error:
+            logger.warning("upstream %s failed: %s", upstream, error)
+            await _send_json(send, 502, b'{"error": "the model server did not answer"}')
+            return
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in response.headers.multi_items()
+                        if name.lower() not in HOP_BY_HOP
+                    ],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _body(receive: Receive):  # type: ignore[no-untyped-def]
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _send_json(send: Send, status: int, body: bytes, *, retry: bool = False) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry:
+        headers.append((b"retry-after", b"2"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class Backend:
+    """One `bentoml serve BENTO` process on a loopback port, in its own process group."""
+
+    bento_tag: str
+    model_tag: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, settings: Settings, bento_tag: str, model_tag: str, workers: int, log_dir: Path) -> "Backend":
+        port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{bento_tag.replace(':', '-')}.log"
+        environment = bentoml_environment(settings)
+        environment["BENTOML_CONFIG_OVERRIDES"] = f'{{"services": {{"cicloml": {{"workers": {workers}}}}}}}'
+        command = [str(BENTOML), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        logger.info("starting %s (%s) on port %d, log %s", bento_tag, model_tag, port, log_path)
+        return cls(bento_tag, model_tag, port, process, log_path)
+
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.bento_tag} exited with {self.process.returncode}; see {self.log_path}")
+                try:
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.bento_tag} was not ready after {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM (BentoML finishes the requests in flight), then SIGKILL for the group if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        logger.info("stopped %s", self.bento_tag)
+
+
+@dataclass
+class ChampionServer:
+    """The proxy on `host:port` and a backend for the current champion, switched when the champion changes."""
+
+    settings: Settings
+    registry: ModelRegistry
+    project_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1
+    poll_s: float = 5.0
+    proxy: SwitchingProxy = field(default_factory=SwitchingProxy)
+    backend: Backend | None = None
+    _check_now: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def state_file(self) -> Path:
+        """What is served now (JSON: pid, url, model and bento tags), for scripts and `make up`/`down`."""
+        return self.settings.state_dir / "serve" / "serving.json"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; SIGHUP (where signals can be caught) checks the champion at once."""
+        server = _ProxyServer(
+            uvicorn.Config(self.proxy, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        )
+        server_task = asyncio.create_task(server.serve())
+        watcher = asyncio.create_task(self._follow_champion(stop))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({server_task, watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (server_task, watcher):
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            watcher.cancel()
+            stopping.cancel()
+            server.should_exit = True
+            await asyncio.gather(server_task, return_exceptions=True)
+            if self.backend is not None:
+                await asyncio.to_thread(self.backend.stop)
+            self.state_file.unlink(missing_ok=True)
+
+    def check_now(self) -> None:
+        self._check_now.set()
+
+    async def _follow_champion(self, stop: asyncio.Event) -> None:
+        waiting_said = False
+        while not stop.is_set():
+            champion = self.registry.champion()
+            if champion is None and self.backend is None and not waiting_said:
+                logger.warning("no champion yet: waiting for one (train and promote a model)")
+                waiting_said = True
+            elif champion is not None and (self.backend is None or champion != self.backend.model_tag):
+                await self.switch_to(champion)
+            self._check_now.clear()
+            try:
+                await asyncio.wait_for(self._check_now.wait(), timeout=self.poll_s)
+            except TimeoutError:
+                pass
+
+    async def switch_to(self, model_tag: str) -> None:
+        """Build (if needed) and start `model_tag`'s bento, move traffic to it when ready, drain and stop the old."""
+        bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag, self.project_dir)
+        self.registry.record_bento(model_tag, bento_tag)
+        log_dir = self.settings.state_dir / "serve" / "logs"
+        new = Backend.start(self.settings, bento_tag, model_tag, self.workers, log_dir)
+        try:
+            await new.wait_ready()
+        except RuntimeError:
+            logger.exception("keeping %s: the new backend did not start", self.backend and self.backend.model_tag)
+            return
+        old, self.backend = self.backend, new
+        self.proxy.upstream = new.url
+        self._write_state()
+        logger.info("serving %s (%s) at http://%s:%d", model_tag, bento_tag, self.host, self.port)
+        if old is not None:
+            await self._drain(old.url)
+            await asyncio.to_thread(old.stop)
+
+    async def _drain(self, upstream: str) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self.proxy.in_flight[upstream] > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _write_state(self) -> None:
+        assert self.backend is not None
+        state = {
+            "pid": os.getpid(),
+            "url": f"http://{self.host}:{self.port}",
+            "model_tag": self.backend.model_tag,
+            "bento_tag": self.backend.bento_tag,
+            "backend_pid": self.backend.process.pid,
+            "backend_url": self.backend.url,
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_file) as temporary:
+            temporary.write_text(json.dumps(state, indent=2))
+
+
+class _ProxyServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the `ChampionServer` stops it, and stops the backend too."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve_champion(settings: Settings, registry: ModelRegistry, project_dir: Path, **options: Any) -> None:
+    """Run a `ChampionServer` in the foreground until SIGINT or SIGTERM; SIGHUP re-checks the champion."""
+    if not (project_dir / "bentofile.yaml").is_file():
+        raise ConfigError(f"no bentofile.yaml in {project_dir}: run from the project folder (the spec's folder)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        server = ChampionServer(settings, registry, project_dir, **options)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.check_now)
+        await server.run(stop)
+
+    asyncio.run(main())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

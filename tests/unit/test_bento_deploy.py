@@ -1,0 +1,88 @@
+"""BentoCloud deployment: the config file is one BentoML accepts, and `deploy_bento` runs `bentoml deployment
+apply` only with credentials (a stand-in `bentoml` records the call: there is no BentoCloud to reach here)."""
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from bentoml._internal.cloud.schemas.schemasv2 import CreateDeploymentSchema
+from bentoml._internal.utils.cattr import bentoml_cattr
+
+from cicloml import bento
+from cicloml.bento import bentocloud_credentials, deploy_bento
+from cicloml.errors import ConfigError
+from tests.conftest import ROOT
+
+CONFIG = ROOT / "bentos" / "deployment.yaml"
+
+
+@pytest.fixture
+def fake_bentoml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `bentoml` that writes its arguments and BENTOML_HOME to calls.jsonl and exits with $FAKE_EXIT."""
+    calls = tmp_path / "calls.jsonl"
+    script = tmp_path / "bentoml"
+    script.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps({{'argv': sys.argv[1:], 'home': os.environ['BENTOML_HOME']}})"
+        " + '\\n')\n"
+        "print('deployment output line')\n"
+        "sys.exit(int(os.environ.get('FAKE_EXIT', '0')))\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(bento, "BENTOML", script)
+    monkeypatch.delenv("BENTO_CLOUD_API_KEY", raising=False)
+    return calls
+
+
+def test_the_deployment_config_is_one_bentocloud_accepts():
+    config = yaml.safe_load(CONFIG.read_text())
+    schema = bentoml_cattr.structure({**config, "bento": "cicloml:v1"}, CreateDeploymentSchema)
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    assert schema.name == "cicloml-churn"
+    assert list(schema.services) == [bentofile["name"]]  # the @bentoml.service name, which the bento is named after
+    assert schema.services["cicloml"].scaling.min_replicas >= 1
+
+
+def test_without_credentials_nothing_runs_and_the_report_says_how_to_configure_them(settings, fake_bentoml):
+    report = deploy_bento(settings, "cicloml:v1", CONFIG)
+    assert (report.status, report.bento_tag, report.deployment) == ("skipped", "cicloml:v1", "cicloml-churn")
+    assert "BENTO_CLOUD_API_KEY" in report.message and f"BENTOML_HOME={settings.bentoml_home}" in report.message
+    assert not fake_bentoml.exists()
+
+
+def test_with_an_api_key_the_deployment_is_applied_with_the_bento(settings, fake_bentoml, monkeypatch):
+    monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
+    report = deploy_bento(settings, "cicloml:v1", CONFIG)
+    assert report.status == "deployed" and "BENTO_CLOUD_API_KEY" in report.message
+    [call] = [json.loads(line) for line in fake_bentoml.read_text().splitlines()]
+    assert call == {
+        "argv": ["deployment", "apply", "cicloml:v1", "--config-file", str(CONFIG)],
+        "home": str(settings.bentoml_home),
+    }
+
+
+def test_a_cloud_login_in_the_state_folder_counts_as_credentials(settings):
+    settings.bentoml_home.mkdir(parents=True)
+    logins = settings.bentoml_home / ".yatai.yaml"
+    logins.write_text(yaml.safe_dump({"contexts": [], "current_context_name": "default"}))
+    assert bentocloud_credentials(settings) is None
+    context = {"name": "default", "endpoint": "https://cloud.bentoml.com", "api_token": "t"}
+    logins.write_text(yaml.safe_dump({"contexts": [context], "current_context_name": "default"}))
+    assert "cloud login context 'default'" in bentocloud_credentials(settings)
+
+
+def test_a_failed_apply_raises_with_the_command_output(settings, fake_bentoml, monkeypatch):
+    monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
+    monkeypatch.setenv("FAKE_EXIT", "1")
+    with pytest.raises(RuntimeError, match="(?s)apply failed for cicloml:v1.*deployment output line"):
+        deploy_bento(settings, "cicloml:v1", CONFIG)
+
+
+def test_a_config_without_a_name_is_a_configuration_error(settings, tmp_path):
+    config = tmp_path / "deployment.yaml"
+    config.write_text("services: {}\n")
+    with pytest.raises(ConfigError, match="set `name`"):
+        deploy_bento(settings, "cicloml:v1", config)
