@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo test lint bench-features bench-serve bench-training system-packages lock clean
+.PHONY: help demo serve test lint bench-features bench-serve bench-training system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ help: ## Show the targets
 demo: $(INSTALLED) ## The embedded demo: data -> Feast -> gated model -> batch predictions (JSON summary last)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m flows.demo
+
+serve: $(INSTALLED) ## Serve the champion on 127.0.0.1:3000 and switch to each new champion with no failed request
+	$(BIN)/python -m cicloml serve $(SERVE_ARGS)
 
 test: $(INSTALLED) system-packages ## Run the test suite
 	@mkdir -p $(PREFECT_HOME)
