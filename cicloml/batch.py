@@ -13,8 +13,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
+from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel
-from cicloml.training import score
 
 TABLE = "predictions"
 
@@ -30,7 +30,7 @@ class PredictionReport(BaseModel):
 def score_entities(model: LoadedModel, feature_frame: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
     """One prediction per row of `feature_frame`: entity keys, the as-of time, score, decision, model, time."""
     features = model.lineage.features
-    scores = score(model.pipeline, feature_frame, features)
+    scores = row_scoring(model.pipeline, features)({name: feature_frame[name] for name in features.features})
     predictions = feature_frame[list(features.entity_keys)].reset_index(drop=True)
     predictions["as_of"] = pd.Timestamp(as_of)
     predictions["score"] = scores

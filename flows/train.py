@@ -9,11 +9,10 @@ from pydantic import BaseModel
 
 from cicloml.feature_store import feature_schema, open_store
 from cicloml.gate import GateDecision, decide_promotion
-from cicloml.lineage import describe_training
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
-from cicloml.training import read_labels, split_by_time, tune_threshold
+from cicloml.training import read_labels, split_by_time
 from flows import tasks
 from flows.local import run_locally
 
@@ -45,7 +44,8 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     service, label, time_column = spec.features.feature_service, spec.labels.column, spec.labels.event_time
     registry = ModelRegistry(settings, spec.name)
 
-    # Quick steps are plain calls; tasks are the steps worth watching, retrying and timing in the UI.
+    # Steps that do real work are tasks (watched, retried and timed in the UI); lookups and quick arithmetic
+    # (milliseconds) are plain calls.
     store = open_store(spec.features.repo, settings)
     schema = feature_schema(store, service)
     labels = read_labels(settings, spec.labels)
@@ -62,7 +62,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
 
     seed = spec.training.seed if params.seed is None else params.seed
     model = tasks.fit_model(split.train, label, schema, model_spec, seed)
-    threshold = tune_threshold(model, split.validation, schema, label)
+    threshold = tasks.tune_threshold(model, split.validation, schema, label)
     evaluation = tasks.evaluate_model(
         model, split.test, schema, label, threshold=threshold, slices=spec.training.slices
     )
@@ -75,7 +75,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         champion_tag=champion_tag,
     )
 
-    lineage = describe_training(
+    lineage = tasks.describe_training(
         model=model,
         model_spec=model_spec,
         feature_service=service,
@@ -92,7 +92,8 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     if decision.promote:
         tasks.promote_model(registry, tag)
 
-    create_markdown_artifact(key="evaluation", markdown=evaluation.markdown(champion_report), description=tag)
+    report = tasks.render_evaluation(evaluation, champion_report)
+    create_markdown_artifact(key="evaluation", markdown=report, description=tag)
     create_markdown_artifact(key="promotion-gate", markdown=decision.markdown(tag), description=decision.label)
     get_run_logger().info("%s: gate %s (%s)", tag, decision.label, "; ".join(decision.reasons))
     return TrainResult(tag=tag, promoted=decision.promote, decision=decision)

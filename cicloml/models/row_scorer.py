@@ -7,7 +7,8 @@ reads the fitted statistics out of the pipeline and applies them to plain column
 the same float matrix the `ColumnTransformer` would have given it. The results equal `pipeline.predict_proba`
 (the tests hold them to 1e-12 on both families, missing values and unseen categories included).
 
-Large frames (batch scoring, evaluation) keep using the pipeline: there the per-call cost does not matter.
+It serves batch scoring too: on 100k rows it is several times faster than the `ColumnTransformer` (whose
+one-hot encoder checks object columns value by value in Python).
 """
 
 import logging
@@ -27,6 +28,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from cicloml.models.preprocessing import FeatureSchema
 
 logger = logging.getLogger(__name__)
+
+VECTORIZE_FROM_ROWS = 64
+"""From this many rows, categories are matched by pandas in bulk; below it a dictionary lookup per value is faster."""
 
 _NAN = object()
 """Stands for a float NaN category: NaN is not equal to itself, so it cannot be a dictionary key as it is."""
@@ -73,8 +77,22 @@ class _OneHotBlock:
         return len(self.positions)
 
     def write(self, matrix: np.ndarray, start: int, columns: Mapping[str, Sequence[Any]]) -> None:
-        for row, value in enumerate(columns[self.column]):
-            position = self.positions.get(_category_key(value))
+        values = columns[self.column]
+        if len(values) < VECTORIZE_FROM_ROWS:
+            for row, value in enumerate(values):
+                position = self.positions.get(_category_key(value))
+                if position is not None:
+                    matrix[row, start + position] = 1.0
+            return
+        # Many rows: pandas matches the categories in C. Missing values (None and NaN are two categories to
+        # sklearn, and not categories at all to pandas) are few, and looked up one by one.
+        values = np.asarray(values, dtype=object)
+        present = [value for value in self.positions if value is not None and value is not _NAN]
+        codes = pd.Categorical(values, categories=present).codes
+        rows = np.flatnonzero(codes >= 0)
+        matrix[rows, start + np.array([self.positions[value] for value in present])[codes[rows]]] = 1.0
+        for row in np.flatnonzero(pd.isna(values)):
+            position = self.positions.get(_category_key(values[row]))
             if position is not None:
                 matrix[row, start + position] = 1.0
 

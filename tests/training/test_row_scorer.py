@@ -9,7 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
-from cicloml.models.row_scorer import RowScorer, UnsupportedPipeline
+from cicloml.models.row_scorer import VECTORIZE_FROM_ROWS, RowScorer, UnsupportedPipeline
 from cicloml.training import fit_model, score
 from tests.training.test_families import FAMILIES, data  # noqa: F401  (the module-scoped demo-data fixture)
 
@@ -18,9 +18,9 @@ def columns_of(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, list]:
     return {name: frame[name].tolist() for name in schema.features}
 
 
-def awkward_rows(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+def awkward_rows(frame: pd.DataFrame, schema: FeatureSchema, count: int) -> pd.DataFrame:
     """Test rows with holes: missing numbers, None and NaN categories, a category never seen in training."""
-    rows = frame[schema.features].head(40).copy().astype(object)
+    rows = frame[schema.features].head(count).copy().astype(object)
     rows.iloc[0:5, 0] = None
     rows.iloc[5:10, 1] = np.nan
     categorical = schema.categorical[0]
@@ -34,6 +34,7 @@ def awkward_rows(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_row_scorer_equals_the_pipeline_on_test_rows_and_on_rows_with_holes(data, family):  # noqa: F811
+    """Both ways of matching categories are held to the pipeline: one by one (few rows) and in bulk (many)."""
     split, schema = data
     train = split.train.copy()
     train.loc[train.index[:30], schema.numeric[2]] = np.nan  # so the imputer fits indicators for one column
@@ -43,8 +44,14 @@ def test_row_scorer_equals_the_pipeline_on_test_rows_and_on_rows_with_holes(data
 
     test = split.test[schema.features]
     np.testing.assert_allclose(scorer.score(columns_of(test, schema)), score(model, test, schema), rtol=0, atol=1e-12)
-    holes = awkward_rows(split.test, schema)
-    np.testing.assert_allclose(scorer.score(columns_of(holes, schema)), score(model, holes, schema), rtol=0, atol=1e-12)
+    assert len(test) > VECTORIZE_FROM_ROWS
+    for count in (VECTORIZE_FROM_ROWS - 1, 5 * VECTORIZE_FROM_ROWS):
+        holes = awkward_rows(split.test, schema, count)
+        expected = score(model, holes, schema)
+        np.testing.assert_allclose(scorer.score(columns_of(holes, schema)), expected, rtol=0, atol=1e-12)
+        # Columns may also be pandas Series (batch scoring passes the frame's columns).
+        as_series = {name: holes[name] for name in schema.features}
+        np.testing.assert_allclose(scorer.score(as_series), expected, rtol=0, atol=1e-12)
     one = test.head(1)
     assert scorer.score(columns_of(one, schema)).shape == (1,)
     assert scorer.score({name: [] for name in schema.features}).shape == (0,)
