@@ -1,0 +1,299 @@
+"""Drift: a window of live traffic against the training reference, both as whylogs profiles.
+
+Every feature gets a distance between the two distributions, with missing values as a category of their own, so a
+feed that starts sending nulls drifts as surely as one whose values move:
+
+- numbers: the reference's quantiles cut the line into bins (up to 20, fewer for discrete columns), and each
+  profile's KLL sketch says what share of its values falls in each bin;
+- categories: the frequent-items sketches give each category's share (the rest of the mass, if any, is "other").
+
+The distance is Hellinger or Jensen-Shannon (both in [0, 1]: 0 for the same distribution, 1 for disjoint ones), or
+for numbers Wasserstein-1 scaled by the reference's standard deviation. Distances between distributions do not
+grow with the sample size the way a test's p-value shrinks, so a busy window of unchanged traffic does not alarm.
+Data quality is reported beside the scores: null-rate jumps, values outside the reference's range, categories the
+model never saw.
+"""
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from cicloml.profiling import DatasetProfileView
+from cicloml.spec import DriftSpec
+
+Method = Literal["hellinger", "jensen_shannon", "wasserstein"]
+Column = Any
+"""A whylogs `ColumnProfileView` (whylogs is imported only through `cicloml.profiling`)."""
+Sketch = Any
+"""A whylogs KLL sketch of a numeric column (`kll_doubles_sketch`)."""
+
+QUANTILE_CUTS = tuple(np.linspace(0.05, 0.95, 19))
+"""Where the reference's quantiles cut a numeric column into bins (20 bins of ~5% each, fewer when values repeat)."""
+WASSERSTEIN_GRID = tuple(np.linspace(0.01, 0.99, 99))
+OUT_OF_RANGE_SHARE = 0.01
+"""Values outside the reference's [min, max] above this share of a window are a data-quality issue."""
+UNSEEN_CATEGORY_SHARE = 0.01
+"""Categories absent from the reference above this share of a window are a data-quality issue."""
+
+
+class FeatureDrift(BaseModel):
+    """One column's drift: its distance from the reference and what the window looked like."""
+
+    column: str
+    kind: Literal["numeric", "categorical"]
+    method: Method
+    score: float
+    drifted: bool
+    reference_rows: int
+    current_rows: int
+    reference_null_rate: float
+    current_null_rate: float
+
+
+class QualityIssue(BaseModel):
+    column: str
+    rule: Literal["null_rate_increase", "out_of_range", "unseen_categories"]
+    detail: str
+
+
+class DriftReport(BaseModel):
+    """A window compared with the reference: per-feature scores, prediction drift, data quality, the verdict."""
+
+    model_tag: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    method: Method
+    threshold: float
+    min_drifted_features: int
+    features: list[FeatureDrift]
+    prediction: FeatureDrift | None
+    """The model's score column, when both profiles have one."""
+    quality_issues: list[QualityIssue]
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [feature.column for feature in self.features if feature.drifted]
+
+    @property
+    def drifted(self) -> bool:
+        return len(self.drifted_features) >= self.min_drifted_features
+
+    def markdown(self) -> str:
+        """A summary table for people (the drift flow's artifact), most drifted first."""
+        verdict = "**drift**" if self.drifted else "no drift"
+        window = f"{self.window_start:%Y-%m-%d %H:%M} – {self.window_end:%H:%M} UTC" if self.window_start else "window"
+        lines = [
+            f"### {self.model_tag}, {window}: {verdict}",
+            "",
+            f"{len(self.drifted_features)} of {len(self.features)} features above {self.method} {self.threshold} "
+            f"(drift needs {self.min_drifted_features}).",
+            "",
+            "| feature | kind | score | drifted | null rate (reference → window) | rows (reference / window) |",
+            "|---|---|---:|---|---|---|",
+        ]
+        rows = sorted(self.features, key=lambda feature: -feature.score)
+        if self.prediction is not None:
+            rows.append(self.prediction)
+        for feature in rows:
+            lines.append(
+                f"| {feature.column} | {feature.kind} | {feature.score:.3f} | {'yes' if feature.drifted else ''} | "
+                f"{feature.reference_null_rate:.1%} → {feature.current_null_rate:.1%} | "
+                f"{feature.reference_rows:,} / {feature.current_rows:,} |"
+            )
+        if self.quality_issues:
+            lines += ["", "**Data quality**", ""]
+            lines += [f"- `{issue.column}` {issue.rule}: {issue.detail}" for issue in self.quality_issues]
+        return "\n".join(lines)
+
+
+def compare_profiles(
+    reference: DatasetProfileView,
+    current: DatasetProfileView,
+    *,
+    features: Sequence[str],
+    spec: DriftSpec,
+    model_tag: str,
+    score_column: str = "score",
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+) -> DriftReport:
+    """Compare `current` (a window of traffic) with `reference` (the training profile) on `features`."""
+    drifts, issues = [], []
+    for column in features:
+        drift, column_issues = _compare_column(reference, current, column, spec)
+        drifts.append(drift)
+        issues += column_issues
+    prediction = None
+    if reference.get_column(score_column) is not None and current.get_column(score_column) is not None:
+        prediction, _ = _compare_column(reference, current, score_column, spec)
+    return DriftReport(
+        model_tag=model_tag,
+        window_start=window_start,
+        window_end=window_end,
+        method=spec.method,
+        threshold=spec.threshold,
+        min_drifted_features=spec.min_drifted_features,
+        features=drifts,
+        prediction=prediction,
+        quality_issues=issues,
+    )
+
+
+def _compare_column(
+    reference: DatasetProfileView, current: DatasetProfileView, column: str, spec: DriftSpec
+) -> tuple[FeatureDrift, list[QualityIssue]]:
+    ref_column, cur_column = reference.get_column(column), current.get_column(column)
+    if ref_column is None:
+        raise ValueError(f"the reference profile has no column {column!r}; it was not part of training")
+    ref_rows, ref_nulls = _counts(ref_column)
+    cur_rows, cur_nulls = _counts(cur_column) if cur_column is not None else (0, 0)
+    ref_null_rate = ref_nulls / ref_rows if ref_rows else 0.0
+    cur_null_rate = cur_nulls / cur_rows if cur_rows else 0.0
+    issues = []
+    if cur_null_rate - ref_null_rate > spec.max_null_rate_increase:
+        issues.append(
+            QualityIssue(
+                column=column,
+                rule="null_rate_increase",
+                detail=f"null rate {ref_null_rate:.1%} in training, {cur_null_rate:.1%} in this window",
+            )
+        )
+
+    ref_frequent = _frequent_items(ref_column)
+    kind: Literal["numeric", "categorical"] = "categorical" if ref_frequent is not None else "numeric"
+    method: Method = spec.method
+    if kind == "categorical":
+        if method == "wasserstein":
+            method = "hellinger"  # categories have no order to move mass along
+        p, q, unseen = _category_shares(ref_frequent, ref_rows, ref_nulls, cur_column, cur_rows, cur_nulls)
+        if unseen:
+            issues.append(
+                QualityIssue(
+                    column=column,
+                    rule="unseen_categories",
+                    detail=", ".join(f"{value!r} ({share:.1%})" for value, share in unseen.items()),
+                )
+            )
+        score = _distance(method, p, q)
+    else:
+        ref_sketch = ref_column.get_metric("distribution").kll.value
+        cur_sketch = cur_column.get_metric("distribution").kll.value if cur_column is not None else None
+        if cur_sketch is not None and not cur_sketch.is_empty() and not ref_sketch.is_empty():
+            outside = _outside_range(ref_sketch, cur_sketch)
+            if outside > OUT_OF_RANGE_SHARE:
+                issues.append(
+                    QualityIssue(
+                        column=column,
+                        rule="out_of_range",
+                        detail=f"{outside:.1%} of values outside the training range "
+                        f"[{ref_sketch.get_min_value():g}, {ref_sketch.get_max_value():g}]",
+                    )
+                )
+        if method == "wasserstein":
+            score = _wasserstein(ref_sketch, cur_sketch, ref_null_rate, cur_null_rate)
+        else:
+            p, q = _bin_shares(ref_sketch, cur_sketch, ref_null_rate, cur_null_rate)
+            score = _distance(method, p, q)
+    drift = FeatureDrift(
+        column=column,
+        kind=kind,
+        method=method,
+        score=round(score, 6),
+        drifted=score > spec.threshold,
+        reference_rows=ref_rows,
+        current_rows=cur_rows,
+        reference_null_rate=ref_null_rate,
+        current_null_rate=cur_null_rate,
+    )
+    return drift, issues
+
+
+def _counts(column: Column) -> tuple[int, int]:
+    counts = column.get_metric("counts")
+    return int(counts.n.value), int(counts.null.value)
+
+
+def _frequent_items(column: Column) -> dict[str, float] | None:
+    """Category -> estimated count for a string column, None for a numeric one."""
+    types = column.get_metric("types")
+    if types is None or types.string.value == 0:
+        return None
+    items = column.get_metric("frequent_items")
+    return {item.value: float(item.est) for item in items.to_summary_dict()["frequent_strings"]}
+
+
+def _category_shares(
+    ref_items: dict[str, float], ref_rows: int, ref_nulls: int, cur_column: Column, cur_rows: int, cur_nulls: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Shares of each category, "other" (mass the sketch does not list) and null, in the same order for both."""
+    cur_items = _frequent_items(cur_column) if cur_column is not None else None
+    cur_items = cur_items or {}
+    categories = sorted(set(ref_items) | set(cur_items))
+
+    def shares(items: dict[str, float], rows: int, nulls: int) -> np.ndarray:
+        if rows == 0:
+            return np.zeros(len(categories) + 2)
+        listed = [items.get(category, 0.0) for category in categories]
+        other = max(0.0, rows - nulls - sum(listed))
+        return np.array([*listed, other, nulls]) / rows
+
+    unseen = {
+        category: count / cur_rows
+        for category, count in cur_items.items()
+        if category not in ref_items and cur_rows and count / cur_rows > UNSEEN_CATEGORY_SHARE
+    }
+    return shares(ref_items, ref_rows, ref_nulls), shares(cur_items, cur_rows, cur_nulls), unseen
+
+
+def _bin_shares(
+    ref_sketch: Sketch, cur_sketch: Sketch | None, ref_null_rate: float, cur_null_rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shares per reference-quantile bin (scaled by the non-null rate) plus the null share, for both profiles."""
+
+    def shares(sketch: Sketch | None, null_rate: float, cuts: list[float]) -> np.ndarray:
+        if sketch is None or sketch.is_empty():
+            return np.array([0.0] * (len(cuts) + 1) + [null_rate])
+        values = np.array(sketch.get_pmf(cuts) if cuts else [1.0])
+        return np.append(values * (1.0 - null_rate), null_rate)
+
+    cuts = [] if ref_sketch.is_empty() else sorted(set(ref_sketch.get_quantiles(list(QUANTILE_CUTS))))
+    return shares(ref_sketch, ref_null_rate, cuts), shares(cur_sketch, cur_null_rate, cuts)
+
+
+def _distance(method: Method, p: np.ndarray, q: np.ndarray) -> float:
+    if p.sum() == 0 or q.sum() == 0:
+        return 0.0 if p.sum() == q.sum() else 1.0
+    p, q = p / p.sum(), q / q.sum()
+    if method == "jensen_shannon":
+        mean = (p + q) / 2
+        divergence = 0.5 * (_kl(p, mean) + _kl(q, mean))
+        return math.sqrt(max(0.0, divergence))
+    return math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(p * q)))))  # Hellinger
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log2(p[mask] / q[mask])))
+
+
+def _wasserstein(ref_sketch: Sketch, cur_sketch: Sketch | None, ref_null_rate: float, cur_null_rate: float) -> float:
+    """Wasserstein-1 between the non-null values over the reference's standard deviation; a column that lost all
+    its values, or whose null rate moved, scores at least the null-rate change."""
+    null_change = abs(cur_null_rate - ref_null_rate)
+    if ref_sketch.is_empty() or cur_sketch is None or cur_sketch.is_empty():
+        return 1.0 if ref_sketch.is_empty() != (cur_sketch is None or cur_sketch.is_empty()) else null_change
+    grid = list(WASSERSTEIN_GRID)
+    ref_quantiles, cur_quantiles = np.array(ref_sketch.get_quantiles(grid)), np.array(cur_sketch.get_quantiles(grid))
+    spread = float(np.std(ref_quantiles)) or 1.0
+    return max(float(np.mean(np.abs(ref_quantiles - cur_quantiles))) / spread, null_change)
+
+
+def _outside_range(ref_sketch: Sketch, cur_sketch: Sketch) -> float:
+    """The share of the window's values below the reference's minimum or above its maximum."""
+    low, high = ref_sketch.get_min_value(), ref_sketch.get_max_value()
+    below, up_to_high = cur_sketch.get_cdf([low, math.nextafter(high, math.inf)])[:2]
+    return float(below + (1.0 - up_to_high))
