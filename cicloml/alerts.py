@@ -1,0 +1,174 @@
+"""Slack alerts through an incoming webhook: a Block Kit message, sent once per key, retried, never leaking the URL.
+
+A webhook URL is a credential (anyone holding it can post to the channel), so it is passed as a `SecretStr`, and
+neither log lines nor errors from this module contain it: httpx puts the URL in its exception messages, so those
+are replaced by errors that name only the status or the kind of failure.
+
+"Once per key" (one alert per model and window) holds across reruns and concurrent runs: senders take an
+exclusive lock on the key's file in the ledger folder, and the first to deliver writes a receipt there; later
+senders find the receipt and skip. A delivery that fails leaves no receipt, so a rerun tries again.
+"""
+
+import fcntl
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from cicloml.atomic import atomic_path
+from cicloml.drift import DriftReport
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+ATTEMPTS = 4
+BACKOFF_S = 1.0
+"""First wait between attempts; doubled each time, or Slack's Retry-After when it sends one."""
+MAX_FEATURES_LISTED = 10
+
+
+class AlertDeliveryError(RuntimeError):
+    """Slack did not take the message after every attempt (the message names no URL)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one alert: sent now, already sent earlier (skipped), or not configured."""
+
+    key: str
+    status: str
+    """"sent", "already_sent" or "no_webhook"."""
+    attempts: int = 0
+
+
+def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: str | None) -> dict[str, Any]:
+    """The Block Kit message for a drifted window: model, window, drifted features with scores, links."""
+    drifted = sorted((f for f in report.features if f.drifted), key=lambda feature: -feature.score)
+    window = (
+        f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC"
+        if report.window_start and report.window_end
+        else "the latest window"
+    )
+    headline = f"Drift in {report.model_tag}: {len(drifted)} feature(s) moved in {window}"
+    listed = "\n".join(
+        f"• `{feature.column}` {report.method} {feature.score:.3f} (threshold {report.threshold})"
+        for feature in drifted[:MAX_FEATURES_LISTED]
+    )
+    if len(drifted) > MAX_FEATURES_LISTED:
+        listed += f"\n…and {len(drifted) - MAX_FEATURES_LISTED} more"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Model*\n`{report.model_tag}`"},
+                {"type": "mrkdwn", "text": f"*Window*\n{window}"},
+            ],
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}},
+    ]
+    if report.quality_issues:
+        issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Data quality*\n{issues}"[:3000]}})
+    links = [f"<{url}|{label}>" for label, url in (("Flow run", flow_run_url), ("Drift report", report_url)) if url]
+    if links:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(links)}]})
+    return {"text": headline, "blocks": blocks}
+
+
+def alert_key(model_tag: str, window_start: datetime | None) -> str:
+    """One alert per model version and window."""
+    return f"{model_tag}@{window_start.isoformat() if window_start else 'latest'}"
+
+
+def send_once(
+    webhook_url: SecretStr | None,
+    message: dict[str, Any],
+    *,
+    key: str,
+    ledger_dir: Path,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
+    """Post `message` to the webhook unless an alert with `key` was already delivered; retry 429 and 5xx.
+
+    Raises `AlertDeliveryError` when every attempt failed. With no webhook, nothing is sent (`no_webhook`): the
+    caller reports the alert another way.
+    """
+    if webhook_url is None:
+        return Delivery(key, "no_webhook")
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    receipt = ledger_dir / f"{name}.sent.json"
+    with open(ledger_dir / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent sender waits here, then finds the receipt
+        if receipt.exists():
+            logger.info("alert %s was already sent; not sending it again", key)
+            return Delivery(key, "already_sent")
+        attempts = _post(webhook_url, message, sleep)
+        with atomic_path(receipt) as temporary:
+            temporary.write_text(json.dumps({"key": key, "sent_at": time.time(), "attempts": attempts}))
+    logger.info("alert %s sent to Slack (%d attempt(s))", key, attempts)
+    return Delivery(key, "sent", attempts)
+
+
+def _post(webhook_url: SecretStr, message: dict[str, Any], sleep: Callable[[float], None]) -> int:
+    redaction = _Redact(webhook_url.get_secret_value())
+    httpx_logger = logging.getLogger("httpx")  # logs every request's URL at INFO
+    httpx_logger.addFilter(redaction)
+    try:
+        return _post_with_retries(webhook_url, message, sleep)
+    finally:
+        httpx_logger.removeFilter(redaction)
+
+
+def _post_with_retries(webhook_url: SecretStr, message: dict[str, Any], sleep: Callable[[float], None]) -> int:
+    wait = BACKOFF_S
+    problem = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            response = httpx.post(webhook_url.get_secret_value(), json=message, timeout=10.0)
+        except httpx.HTTPError as error:  # its message holds the URL: keep only the kind of failure
+            problem = f"{type(error).__name__} reaching the Slack webhook"
+        else:
+            if response.is_success:
+                return attempt
+            problem = f"the Slack webhook answered {response.status_code} {response.text[:100]!r}"
+            if response.status_code not in RETRY_STATUSES:
+                break
+            retry_after = _retry_after(response)
+            if retry_after is not None:
+                wait = retry_after
+        if attempt < ATTEMPTS:
+            logger.warning("Slack alert attempt %d/%d failed: %s; retrying in %.1f s", attempt, ATTEMPTS, problem, wait)
+            sleep(wait)
+            wait *= 2
+    raise AlertDeliveryError(f"the drift alert was not delivered: {problem}")
+
+
+class _Redact(logging.Filter):
+    """Replaces the webhook URL in a log record's message."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "<the Slack webhook>"), ()
+        return True
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
