@@ -16,6 +16,8 @@ service never scores a vector the model would have to impute (`None` in, a plaus
 """
 
 import gc
+import os
+import socket
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +38,7 @@ from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel, ModelRegistry, load_model, read_lineage
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import load_spec
+from cicloml.traffic import TrafficProfiler
 
 LOOKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Feature lookups take well under a millisecond on SQLite and a few on Redis; the tail is what matters."""
@@ -103,6 +106,7 @@ def entity_id_type(store: FeatureStore, feature_service: str) -> tuple[Any, Any]
 class ServiceMetrics:
     lookup_seconds: Any
     rows: Any
+    profile_rows_dropped: Any
 
 
 @cache
@@ -123,7 +127,25 @@ def service_metrics() -> ServiceMetrics:
             "Rows answered, by endpoint and status (ok, unknown_entity, missing_values, stale_values).",
             ["endpoint", "status"],
         ),
+        profile_rows_dropped=Counter(
+            "cicloml_profile_rows_dropped",
+            "Scored rows left out of the traffic profile because the worker's profiling buffer was full.",
+        ),
     )
+
+
+def start_traffic_profiler(settings: Settings, model_tag: str) -> TrafficProfiler | None:
+    """This worker's profiler of live traffic (none when CICLO_PROFILE_TRAFFIC is off). Host and pid name its
+    files: unique among the workers and replicas writing to one profiles folder at a time."""
+    if not settings.profile_traffic:
+        return None
+    return TrafficProfiler(
+        settings.profiles_dir,
+        model_tag,
+        worker=f"{socket.gethostname()}-{os.getpid()}",
+        window_seconds=settings.profile_window_seconds,
+        buffer_rows=settings.profile_buffer_rows,
+    ).start()
 
 
 SETTINGS = get_settings()
@@ -158,6 +180,7 @@ class PredictionService:
         self.score_rows = row_scoring(self.model.pipeline, FEATURES)
         self.reader = OnlineFeatureReader(open_feature_store(get_settings()), FEATURE_SERVICE)
         self.metrics = service_metrics()
+        self.traffic = start_traffic_profiler(get_settings(), self.model.tag)
         self._warm_up()
         # Everything loaded so far lives as long as the worker. Frozen, the collector stops walking it: a full
         # collection over the ~400k objects of the loaded stack takes ~250 ms, a stall in some request's latency.
@@ -174,6 +197,13 @@ class PredictionService:
         """/readyz: ready once this worker holds the model and an open feature reader."""
         return getattr(self, "model", None) is not None and getattr(self, "reader", None) is not None
 
+    @bentoml.on_shutdown
+    def close_traffic_profiler(self) -> None:
+        """Write this worker's partial traffic profile. BentoML runs it in each worker on graceful shutdown (SIGTERM),
+        once the requests in flight are answered."""
+        if getattr(self, "traffic", None) is not None:
+            self.traffic.close()
+
     # The endpoints are `async def` although they block: a request is 1-3 ms under the GIL (a SQLite or nearby
     # Redis lookup and a small model), so running it on the event loop beats handing it to BentoML's thread pool,
     # which costs a thread switch and GIL hand-offs per request (about 30% more requests/s here, measured with
@@ -186,7 +216,9 @@ class PredictionService:
     @bentoml.api(route="/predict_features")
     async def predict_features(self, rows: FeatureRows) -> Predictions:  # type: ignore[valid-type]
         """Score feature vectors the caller already has (every feature of the model's feature service required)."""
-        scores = self._score({name: [getattr(row, name) for row in rows] for name in FEATURES.features})
+        columns = {name: [getattr(row, name) for row in rows] for name in FEATURES.features}
+        scores = self._score(columns)
+        self._profile(columns, scores)
         self.metrics.rows.labels("predict_features", "ok").inc(len(scores))
         return [self._scored(None, value) for value in scores]
 
@@ -207,7 +239,9 @@ class PredictionService:
 
         usable = [row for row, status in enumerate(online.statuses) if status == "ok"]
         columns = {name: [online.columns[name][row] for row in usable] for name in FEATURES.features}
-        scores = dict(zip(usable, self._score(columns), strict=True))
+        usable_scores = self._score(columns)
+        self._profile(columns, usable_scores)
+        scores = dict(zip(usable, usable_scores, strict=True))
         issues = iter(online.issues)  # one per row that is not ok, in row order
         predictions = []
         for row, (entity_id, status) in enumerate(zip(entity_ids, online.statuses, strict=True)):
@@ -233,6 +267,13 @@ class PredictionService:
         if not columns[FEATURES.features[0]]:
             return []
         return self.score_rows(columns).tolist()
+
+    def _profile(self, columns: dict[str, list[Any]], scores: list[float]) -> None:
+        """Hand scored rows to the traffic profiler (a buffer append; profiling happens on its own thread)."""
+        if self.traffic is not None and scores:
+            dropped = self.traffic.record(columns, scores)
+            if dropped:
+                self.metrics.profile_rows_dropped.inc(dropped)
 
     def _scored(self, entity_id: Any, value: float) -> Prediction:
         return Prediction(

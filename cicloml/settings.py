@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_048_576, ge=1024)
     """Largest request body the prediction service reads (413 beyond)."""
 
+    profile_traffic: bool = True
+    """Profile the prediction service's scored rows with whylogs (off the request path) under `profiles_dir`."""
+
+    profile_window_seconds: int = Field(3600, ge=1)
+    """Length of a traffic profile's time window; windows start at multiples of it (UTC)."""
+
+    profile_buffer_rows: int = Field(100_000, ge=1)
+    """Rows each service worker buffers for profiling; beyond it rows are dropped and counted, never waited for."""
+
     @field_validator("state_dir", "spec_path")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -68,6 +77,11 @@ class Settings(BaseSettings):
     def feast_dir(self) -> Path:
         """Feast registry and SQLite online store."""
         return self.state_dir / "feast"
+
+    @property
+    def profiles_dir(self) -> Path:
+        """Live traffic profiles: `<model name>/<model version>/<window start>/<worker>.bin`."""
+        return self.state_dir / "profiles"
 
 
 @lru_cache(maxsize=1)

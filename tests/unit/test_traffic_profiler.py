@@ -1,0 +1,181 @@
+"""TrafficProfiler with a fake clock: windows, files, the bounded buffer, shutdown and crash leftovers."""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cicloml.profiling import (
+    DatasetProfileView,
+    read_profile,
+    read_window_profiles,
+    window_folder,
+    window_profile_paths,
+)
+from cicloml.traffic import TrafficProfiler
+
+TAG = "churn:abc123"
+WINDOW = 60
+T0 = 1_700_000_040.0  # a window start: a multiple of WINDOW
+START = datetime.fromtimestamp(T0, tz=timezone.utc)
+NEXT_START = datetime.fromtimestamp(T0 + WINDOW, tz=timezone.utc)
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rows(count: int, offset: int = 0) -> tuple[dict[str, list], list[float]]:
+    columns = {
+        "tenure_days": [offset + row for row in range(count)],
+        "plan": ["basic" if row % 2 else "premium" for row in range(count)],
+    }
+    return columns, [row / max(count, 1) for row in range(count)]
+
+
+def counts(view: DatasetProfileView) -> dict[str, int]:
+    return {name: column.to_summary_dict()["counts/n"] for name, column in view.get_columns().items()}
+
+
+def profiler(tmp_path: Path, clock: FakeClock, **options: int) -> TrafficProfiler:
+    return TrafficProfiler(tmp_path, TAG, "host-1", window_seconds=WINDOW, clock=clock, **options)
+
+
+def worker_file(tmp_path: Path, start: datetime, worker: str = "host-1") -> Path:
+    return window_folder(tmp_path, TAG, start) / f"{worker}.bin"
+
+
+def test_rows_recorded_in_two_windows_land_in_two_files_with_their_counts(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 5)
+    traffic = profiler(tmp_path, clock)
+    assert traffic.record(*rows(30)) == 0
+    traffic.flush()
+    assert traffic.record(*rows(20)) == 0
+    clock.now = T0 + WINDOW + 1  # recorded in the next window; profiled after it, as the worker thread would
+    assert traffic.record(*rows(7)) == 0
+
+    assert traffic.flush() == [worker_file(tmp_path, START)]
+    assert counts(read_profile(worker_file(tmp_path, START))) == {"tenure_days": 50, "plan": 50, "score": 50}
+    assert not worker_file(tmp_path, NEXT_START).exists(), "the current window is written only when it ends"
+
+    traffic.close()
+    assert counts(read_profile(worker_file(tmp_path, NEXT_START))) == {"tenure_days": 7, "plan": 7, "score": 7}
+
+
+def test_files_carry_the_model_tag_window_worker_and_row_count(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0 + 59))
+    traffic.record(*rows(12))
+    traffic.close()
+
+    view = DatasetProfileView.deserialize(worker_file(tmp_path, START).read_bytes())
+    assert view.metadata == {
+        "model_tag": TAG,
+        "window_start": START.isoformat(),
+        "window_end": NEXT_START.isoformat(),
+        "worker": "host-1",
+        "rows": "12",
+    }
+    assert view.dataset_timestamp == START
+    assert worker_file(tmp_path, START).parent.name == "20231114T221400Z"
+
+
+def test_a_full_buffer_drops_and_counts_the_rows_beyond_it(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0), buffer_rows=25)
+    assert traffic.record(*rows(10)) == 0
+    assert traffic.record(*rows(10)) == 0
+    assert traffic.record(*rows(10)) == 5  # 5 fit
+    assert traffic.record(*rows(10)) == 10
+    assert traffic.dropped == 15
+
+    traffic.flush()  # profiling empties the buffer
+    assert traffic.record(*rows(10)) == 0
+    traffic.close()
+    assert counts(read_profile(worker_file(tmp_path, START)))["score"] == 35
+
+
+def test_close_writes_the_partial_window_stops_the_thread_and_is_idempotent(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0 + 1)).start()
+    traffic.record(*rows(9))
+
+    assert traffic.close() == [worker_file(tmp_path, START)]
+    assert traffic.close() == []
+    assert traffic._thread is not None and not traffic._thread.is_alive()
+    assert counts(read_profile(worker_file(tmp_path, START)))["tenure_days"] == 9
+    assert traffic.record(*rows(4)) == 4, "rows recorded after close are dropped, and counted"
+    assert traffic.dropped == 4
+
+
+def test_a_restarted_worker_adds_to_its_window_file_instead_of_overwriting_it(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 1)
+    first = profiler(tmp_path, clock)
+    first.record(*rows(8))
+    first.close()
+    second = profiler(tmp_path, clock)
+    second.record(*rows(5))
+    second.close()
+
+    view = read_profile(worker_file(tmp_path, START))
+    assert counts(view)["score"] == 13
+    assert view.metadata["rows"] == "13"
+
+
+def test_a_window_merges_every_worker_and_never_reads_a_leftover_temporary_file(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 1)
+    for worker, count in (("host-1", 6), ("host-2", 4)):
+        traffic = TrafficProfiler(tmp_path, TAG, worker, window_seconds=WINDOW, clock=clock)
+        traffic.record(*rows(count))
+        traffic.close()
+    folder = window_folder(tmp_path, TAG, START)
+    # What a crash in the middle of a write leaves: a half-written temporary file, under atomic_path's name.
+    (folder / ".tmp-4242-host-3.bin").write_bytes(read_profile(folder / "host-1.bin").serialize()[:100])
+
+    assert [path.name for path in window_profile_paths(folder)] == ["host-1.bin", "host-2.bin"]
+    merged = read_window_profiles(folder)
+    assert counts(merged) == {"tenure_days": 10, "plan": 10, "score": 10}
+    assert merged.metadata["rows"] == "10"
+    assert merged.metadata["worker"] == "host-1,host-2"
+    assert merged.metadata["model_tag"] == TAG
+
+
+def test_an_empty_window_folder_is_an_error_not_an_empty_profile(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_window_profiles(tmp_path)
+
+
+def test_a_failed_write_keeps_the_window_for_the_next_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(T0 + 1)
+    traffic = profiler(tmp_path, clock)
+    traffic.record(*rows(3))
+    clock.now = T0 + WINDOW
+    with monkeypatch.context() as patch:
+        patch.setattr("cicloml.traffic.write_profile", _failing_write)
+        with pytest.raises(OSError):
+            traffic.flush()
+    assert traffic.flush() == [worker_file(tmp_path, START)]
+    assert counts(read_profile(worker_file(tmp_path, START)))["score"] == 3
+
+
+def test_a_feature_named_like_the_prediction_column_fails_profiling_not_the_caller(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0))
+    assert traffic.record({"score": [1.0]}, [0.5]) == 0
+    with pytest.raises(ValueError, match="collides"):
+        traffic.flush()
+
+
+@pytest.mark.parametrize("worker", ["", "a/b", ".hidden"])
+def test_a_worker_id_that_cannot_name_a_file_is_refused(tmp_path: Path, worker: str) -> None:
+    with pytest.raises(ValueError):
+        TrafficProfiler(tmp_path, TAG, worker)
+
+
+def test_a_model_tag_without_a_version_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        TrafficProfiler(tmp_path, "churn", "host-1")
+
+
+def _failing_write(view: DatasetProfileView, path: Path) -> Path:
+    raise OSError("no space left on device")
