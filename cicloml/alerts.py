@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from cicloml.atomic import atomic_path
 from cicloml.drift import DriftReport
+from cicloml.gate import GateDecision
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,44 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     return {"text": headline, "blocks": blocks}
 
 
+def retrain_message(
+    challenger_tag: str, decision: GateDecision, *, reason: str, serving: str, flow_run_url: str | None
+) -> dict[str, Any]:
+    """The outcome of a retraining run: the challenger, the gate's verdict and reasons, what is served now."""
+    verdict = "promoted to champion" if decision.promote else "rejected by the gate"
+    headline = f"Retrained {challenger_tag.split(':')[0]}: {challenger_tag} {verdict}"
+    reasons = "\n".join(f"• {line}" for line in decision.reasons)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Why*\n{reason}"},
+                {"type": "mrkdwn", "text": f"*Serving*\n{serving}"},
+            ],
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Gate*\n{reasons}"[:3000]}},
+    ]
+    if flow_run_url:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{flow_run_url}|Flow run>"}]})
+    return {"text": headline, "blocks": blocks}
+
+
 def alert_key(model_tag: str, window_start: datetime | None) -> str:
     """One alert per model version and window."""
     return f"{model_tag}@{window_start.isoformat() if window_start else 'latest'}"
+
+
+def mark_once(ledger_dir: Path, key: str) -> bool:
+    """True the first time `key` is marked in `ledger_dir`, False ever after (atomic across processes)."""
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    marker = ledger_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.once"
+    try:
+        with open(marker, "x") as file:
+            file.write(key)
+    except FileExistsError:
+        return False
+    return True
 
 
 def send_once(

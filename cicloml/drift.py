@@ -17,6 +17,7 @@ model never saw.
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from html import escape
 from typing import Any, Literal
 
 import numpy as np
@@ -108,6 +109,44 @@ class DriftReport(BaseModel):
             lines += ["", "**Data quality**", ""]
             lines += [f"- `{issue.column}` {issue.rule}: {issue.detail}" for issue in self.quality_issues]
         return "\n".join(lines)
+
+
+def render_html(report: DriftReport) -> str:
+    """A self-contained page a person can open: the verdict, every feature's score with a bar, data quality."""
+    rows = sorted(report.features, key=lambda feature: -feature.score)
+    if report.prediction is not None:
+        rows.append(report.prediction)
+    bar_scale = max([report.threshold * 2, *(feature.score for feature in rows)])
+    lines = []
+    for feature in rows:
+        width = 100 * feature.score / bar_scale
+        colour = "#c0392b" if feature.drifted else "#7f8c8d"
+        lines.append(
+            f"<tr><td>{escape(feature.column)}</td><td>{feature.kind}</td><td>{feature.score:.3f}</td>"
+            f'<td><div style="background:{colour};width:{width:.0f}%;height:0.8em"></div></td>'
+            f"<td>{feature.reference_null_rate:.1%} → {feature.current_null_rate:.1%}</td>"
+            f"<td>{feature.reference_rows:,} / {feature.current_rows:,}</td></tr>"
+        )
+    issues = "".join(
+        f"<li><code>{escape(issue.column)}</code> {issue.rule}: {escape(issue.detail)}</li>"
+        for issue in report.quality_issues
+    )
+    window = f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC" if report.window_start else ""
+    verdict = "Drift" if report.drifted else "No drift"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{verdict}: {escape(report.model_tag)} {window}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:0.2em 0.8em;text-align:left}}
+td:nth-child(4){{width:30%}}</style></head><body>
+<h1>{verdict}: {escape(report.model_tag)}</h1>
+<p>Window {window}. {len(report.drifted_features)} of {len(report.features)} features scored above
+{report.method} {report.threshold} (drift needs {report.min_drifted_features}); red bars are over the threshold.</p>
+<table><tr><th>feature</th><th>kind</th><th>score</th><th></th><th>null rate (training → window)</th>
+<th>rows (training / window)</th></tr>
+{"".join(lines)}
+</table>
+<h2>Data quality</h2><ul>{issues or "<li>no issues</li>"}</ul>
+</body></html>
+"""
 
 
 def compare_profiles(

@@ -232,7 +232,7 @@ class ChampionServer:
     @property
     def state_file(self) -> Path:
         """What is served now (JSON: pid, url, model and bento tags), for scripts and `make up`/`down`."""
-        return self.settings.state_dir / "serve" / "serving.json"
+        return serving_state_file(self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set; SIGHUP (where signals can be caught) checks the champion at once."""
@@ -321,6 +321,10 @@ class _ProxyServer(uvicorn.Server):
         yield
 
 
+def serving_state_file(settings: Settings) -> Path:
+    return settings.state_dir / "serve" / "serving.json"
+
+
 def serve_champion(settings: Settings, registry: ModelRegistry, project_dir: Path, **options: Any) -> None:
     """Run a `ChampionServer` in the foreground until SIGINT or SIGTERM; SIGHUP re-checks the champion."""
     if not (project_dir / "bentofile.yaml").is_file():
@@ -342,3 +346,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def notify_server(settings: Settings) -> int | None:
+    """Ask a running `cicloml serve` to check the champion now (SIGHUP); its PID, or None when none runs."""
+    try:
+        pid = int(json.loads(serving_state_file(settings).read_text())["pid"])
+        os.kill(pid, signal.SIGHUP)
+    except (FileNotFoundError, KeyError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid

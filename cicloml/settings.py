@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     profile_buffer_rows: int = Field(100_000, ge=1)
     """Rows each service worker buffers for profiling; beyond it rows are dropped and counted, never waited for."""
 
+    slack_webhook_url: SecretStr | None = None
+    """Slack incoming-webhook URL for drift and retraining messages (a credential: never logged); none: the
+    messages go to the log and a Prefect artifact instead."""
+
     @field_validator("state_dir", "spec_path")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -77,6 +81,16 @@ class Settings(BaseSettings):
     def feast_dir(self) -> Path:
         """Feast registry and SQLite online store."""
         return self.state_dir / "feast"
+
+    @property
+    def alerts_dir(self) -> Path:
+        """Receipts of delivered alerts and retraining requests: one per model and window, so reruns skip them."""
+        return self.state_dir / "alerts"
+
+    @property
+    def reports_dir(self) -> Path:
+        """HTML reports for people (drift reports per model and window)."""
+        return self.state_dir / "reports"
 
     @property
     def profiles_dir(self) -> Path:

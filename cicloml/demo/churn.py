@@ -96,6 +96,13 @@ def generate_traffic(history: DemoTables, at: datetime, *, scenario: Scenario = 
     return DemoTables(customers=profile, activity=snapshot, labels=history.labels.iloc[0:0])
 
 
+def served_features(history: DemoTables, traffic: DemoTables) -> pd.DataFrame:
+    """What the online store serves after `traffic`: each customer's newest profile beside the traffic's activity."""
+    profiles = pd.concat([history.customers, traffic.customers]).sort_values("event_timestamp")
+    profiles = profiles.drop_duplicates("customer_id", keep="last")
+    return traffic.activity.merge(profiles.drop(columns=["event_timestamp", "created_timestamp"]), on="customer_id")
+
+
 def _utc_midnight(moment: datetime) -> pd.Timestamp:
     stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

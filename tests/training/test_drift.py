@@ -5,7 +5,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from cicloml.demo.churn import SCENARIOS, DemoTables, generate_churn_data, generate_traffic
+from cicloml.demo.churn import SCENARIOS, DemoTables, generate_churn_data, generate_traffic, served_features
 from cicloml.drift import compare_profiles
 from cicloml.profiling import profile_frame
 from cicloml.spec import DriftSpec
@@ -22,12 +22,8 @@ EXPECTED = {
 
 
 def served_snapshot(history: DemoTables, scenario: str, hours: int) -> pd.DataFrame:
-    """What the online store serves an hour later: each customer's newest profile and the traffic's activity."""
-    traffic = generate_traffic(history, END + timedelta(hours=hours), scenario=scenario)
-    profiles = pd.concat([history.customers, traffic.customers]).sort_values("event_timestamp")
-    profiles = profiles.drop_duplicates("customer_id", keep="last")
-    profiles = profiles.drop(columns=["event_timestamp", "created_timestamp"])
-    return traffic.activity.merge(profiles, on="customer_id")
+    """What the online store serves `hours` after the history ends, under `scenario`."""
+    return served_features(history, generate_traffic(history, END + timedelta(hours=hours), scenario=scenario))
 
 
 def compare(reference, current, schema, method):

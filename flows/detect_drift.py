@@ -1,0 +1,150 @@
+"""detect-drift: one window of live traffic against the champion's training reference → report → Slack → retrain.
+
+The service writes whylogs profiles of its traffic per worker and window (`cicloml.traffic`); this merges a
+window's profiles, scores every feature against the reference profile saved with the model, and on drift alerts
+Slack once per model and window and asks for retraining: a `cicloml.drift.detected` event for the `retrain/on-drift`
+deployment's trigger, or, with no Prefect server to react to it (the embedded demo), the retrain flow directly.
+"""
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL
+from pydantic import BaseModel
+
+from cicloml.alerts import alert_key, drift_message, mark_once, send_once
+from cicloml.atomic import atomic_path
+from cicloml.drift import compare_profiles, render_html
+from cicloml.errors import ConfigError
+from cicloml.profiling import WINDOW_FORMAT, model_folder, read_window_profiles, window_folder
+from cicloml.registry import ModelRegistry
+from cicloml.settings import get_settings
+from cicloml.spec import load_spec
+from flows.local import run_locally
+from flows.retrain import RetrainParams, retrain
+from flows.runs import flow_run_url
+
+DRIFT_EVENT = "cicloml.drift.detected"
+
+
+class DetectDriftParams(BaseModel):
+    window_start: datetime | None = None
+    """The window to check (its UTC start); default the newest finished window with traffic."""
+    model_tag: str | None = None
+    """The model version whose traffic to check; default the champion."""
+    retrain_in_process: bool | None = None
+    """On drift, run the retrain flow here instead of emitting the event; default: when no Prefect server is
+    configured (PREFECT_API_URL unset: a temporary server has no deployment to trigger)."""
+
+
+class DetectDriftResult(BaseModel):
+    model_tag: str
+    window_start: datetime
+    rows: int
+    drifted: bool
+    drifted_features: list[str]
+    quality_issues: int
+    report_path: str
+    alert: str
+    """"sent", "already_sent", "no_webhook" (logged and kept as an artifact instead), or "none" (no drift)."""
+    retrain: str
+    """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "off" or "none"."""
+
+
+@flow(name="detect-drift")
+def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDriftResult:
+    """Compare one window of the served model's traffic with its training reference; alert and retrain on drift."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    logger = get_run_logger()
+    registry = ModelRegistry(settings, spec.name)
+    model_tag = params.model_tag or registry.champion()
+    if model_tag is None:
+        raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so there is no traffic to check")
+    model = registry.load(model_tag)
+    window_start = params.window_start or _newest_finished_window(settings.profiles_dir, model_tag)
+    window_end = window_start + timedelta(seconds=settings.profile_window_seconds)
+
+    current = read_window_profiles(window_folder(settings.profiles_dir, model_tag, window_start))
+    report = compare_profiles(
+        model.reference_profile(),
+        current,
+        features=model.lineage.features.features,
+        spec=spec.drift,
+        model_tag=model_tag,
+        window_start=window_start,
+        window_end=window_end,
+    )
+    report_path = settings.reports_dir / "drift" / model_tag.replace(":", "-") / f"{window_start:{WINDOW_FORMAT}}.html"
+    with atomic_path(report_path) as temporary:
+        temporary.write_text(render_html(report))
+    create_markdown_artifact(key="drift", markdown=report.markdown(), description=f"{model_tag} {window_start}")
+    create_link_artifact(key="drift-report", link=report_path.as_uri(), link_text="drift report (HTML)")
+    rows = int(current.metadata.get("rows", 0))
+    logger.info(
+        "%s, window %s (%d rows): %s; drifted: %s",
+        model_tag,
+        window_start,
+        rows,
+        "drift" if report.drifted else "no drift",
+        ", ".join(report.drifted_features) or "none",
+    )
+
+    alert, retraining = "none", "none"
+    if report.drifted:
+        message = drift_message(report, flow_run_url=flow_run_url(), report_url=report_path.as_uri())
+        key = alert_key(model_tag, window_start)
+        alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
+        if alert == "no_webhook":
+            logger.warning("drift alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
+            create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
+        in_process = PREFECT_API_URL.value() is None if params.retrain_in_process is None else params.retrain_in_process
+        drifted = report.drifted_features
+        retraining = _request_retraining(spec.drift.retrain_on_drift, in_process, key, model_tag, drifted)
+    return DetectDriftResult(
+        model_tag=model_tag,
+        window_start=window_start,
+        rows=rows,
+        drifted=report.drifted,
+        drifted_features=report.drifted_features,
+        quality_issues=len(report.quality_issues),
+        report_path=str(report_path),
+        alert=alert,
+        retrain=retraining,
+    )
+
+
+def _request_retraining(enabled: bool, in_process: bool, key: str, model_tag: str, drifted: list[str]) -> str:
+    """One retraining request per model and window: an event for the deployment trigger, or the flow itself."""
+    if not enabled:
+        return "off"
+    if not mark_once(get_settings().alerts_dir, f"retrain-request:{key}"):
+        return "already_requested"
+    reason = f"drift in {model_tag} ({key.split('@', 1)[1]}): {', '.join(drifted)}"
+    if in_process:
+        retrain(RetrainParams(reason=reason))
+        return "ran"
+    emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"cicloml.model.{model_tag}", "prefect.resource.name": model_tag},
+        payload={"reason": reason, "drifted_features": drifted},
+    )
+    return "requested"
+
+
+def _newest_finished_window(profiles_dir: Path, model_tag: str) -> datetime:
+    """The newest window folder whose window has ended (the current one is still being written), else the newest."""
+    folders = sorted(path.name for path in model_folder(profiles_dir, model_tag).glob("*") if path.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"no traffic profiles for {model_tag} under {profiles_dir}: has it served requests?")
+    starts = [datetime.strptime(name, WINDOW_FORMAT).replace(tzinfo=timezone.utc) for name in folders]
+    window = timedelta(seconds=get_settings().profile_window_seconds)
+    finished = [start for start in starts if start + window <= datetime.now(timezone.utc)]
+    return (finished or starts)[-1]
+
+
+if __name__ == "__main__":
+    print(run_locally(detect_drift).model_dump_json())
