@@ -126,7 +126,7 @@ class SchedulesSpec(_Section):
     materialize: str = "*/15 * * * *"
     train: str = "0 3 * * 1"
     batch_predict: str = "0 4 * * *"
-    detect_drift: str = "0 * * * *"
+    detect_drift: str = "5 * * * *"
     check_model_quality: str = "30 4 * * *"
 
     @field_validator("*")

@@ -1,0 +1,34 @@
+"""prefect.yaml: every deployment's entrypoint is a flow, and its schedules and triggers are ones Prefect accepts."""
+
+import importlib
+
+import yaml
+from prefect import Flow
+from prefect.client.schemas.schedules import construct_schedule
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+from tests.conftest import ROOT
+
+
+def deployments() -> list[dict]:
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+def test_every_entrypoint_is_a_flow_and_every_schedule_parses():
+    names = set()
+    for deployment in deployments():
+        path, name = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert isinstance(getattr(module, name), Flow), deployment["entrypoint"]
+        names.add(f"{getattr(module, name).name}/{deployment['name']}")
+        for schedule in deployment.get("schedules") or []:
+            construct_schedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert {"detect-drift/hourly", "retrain/on-drift", "train/weekly"} <= names
+
+
+def test_retraining_is_triggered_by_the_drift_event_one_run_at_a_time():
+    [retrain] = [deployment for deployment in deployments() if deployment["name"] == "on-drift"]
+    [trigger] = [DeploymentEventTrigger.model_validate(trigger) for trigger in retrain["triggers"]]
+    assert trigger.expect == {"cicloml.drift.detected"}
+    assert trigger.parameters == {"params": {"reason": "{{ event.payload.reason }}"}}
+    assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
