@@ -96,7 +96,7 @@ class DeployReport:
 def bentocloud_credentials(settings: Settings) -> str | None:
     """Where BentoCloud credentials come from (`BENTO_CLOUD_API_KEY`, or a `bentoml cloud login` context in
     the state folder's BentoML home), or None when there are none."""
-    if os.environ.get("BENTO_CLOUD_API_KEY"):
+    if settings.bento_cloud_api_key is not None:
         return "BENTO_CLOUD_API_KEY"
     logins = settings.bentoml_home / ".yatai.yaml"
     if logins.is_file():

@@ -228,6 +228,8 @@ class ChampionServer:
     proxy: SwitchingProxy = field(default_factory=SwitchingProxy)
     backend: Backend | None = None
     _check_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _failed: str | None = None
+    """The champion that could not be served (not retried on every poll)."""
 
     @property
     def state_file(self) -> Path:
@@ -266,8 +268,9 @@ class ChampionServer:
             if champion is None and self.backend is None and not waiting_said:
                 logger.warning("no champion yet: waiting for one (train and promote a model)")
                 waiting_said = True
-            elif champion is not None and (self.backend is None or champion != self.backend.model_tag):
-                await self.switch_to(champion)
+            elif champion is not None and champion != (self.backend and self.backend.model_tag):
+                if champion != self._failed or self._check_now.is_set():
+                    await self.switch_to(champion)
             self._check_now.clear()
             try:
                 await asyncio.wait_for(self._check_now.wait(), timeout=self.poll_s)
@@ -275,15 +278,20 @@ class ChampionServer:
                 pass
 
     async def switch_to(self, model_tag: str) -> None:
-        """Build (if needed) and start `model_tag`'s bento, move traffic to it when ready, drain and stop the old."""
-        bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag, self.project_dir)
-        self.registry.record_bento(model_tag, bento_tag)
-        log_dir = self.settings.state_dir / "serve" / "logs"
-        new = Backend.start(self.settings, bento_tag, model_tag, self.workers, log_dir)
+        """Build (if needed) and start `model_tag`'s bento, move traffic to it when ready, drain and stop the old.
+
+        If the new bento cannot be built or started, the old one keeps serving, and this champion is not tried
+        again until the pointer moves (or SIGHUP asks)."""
         try:
+            bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag, self.project_dir)
+            self.registry.record_bento(model_tag, bento_tag)
+            log_dir = self.settings.state_dir / "serve" / "logs"
+            new = Backend.start(self.settings, bento_tag, model_tag, self.workers, log_dir)
             await new.wait_ready()
-        except RuntimeError:
-            logger.exception("keeping %s: the new backend did not start", self.backend and self.backend.model_tag)
+        except (RuntimeError, ConfigError, OSError):
+            serving = self.backend.model_tag if self.backend else "nothing"
+            logger.exception("could not serve %s; still serving %s", model_tag, serving)
+            self._failed = model_tag
             return
         old, self.backend = self.backend, new
         self.proxy.upstream = new.url

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """Slack incoming-webhook URL for drift and retraining messages (a credential: never logged); none: the
     messages go to the log and a Prefect artifact instead."""
 
+    bento_cloud_api_key: SecretStr | None = Field(None, validation_alias="BENTO_CLOUD_API_KEY")
+    """BentoCloud API token, under BentoML's own variable name (`bentoml` reads it too, with
+    BENTO_CLOUD_API_ENDPOINT); with it, or a `bentoml cloud login`, building a bento also deploys it."""
+
     @field_validator("state_dir", "spec_path")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

@@ -13,6 +13,7 @@ from bentoml._internal.utils.cattr import bentoml_cattr
 from cicloml import bento
 from cicloml.bento import bentocloud_credentials, deploy_bento
 from cicloml.errors import ConfigError
+from cicloml.settings import Settings
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "bentos" / "deployment.yaml"
@@ -47,6 +48,7 @@ def test_the_deployment_config_is_one_bentocloud_accepts():
 
 
 def test_without_credentials_nothing_runs_and_the_report_says_how_to_configure_them(settings, fake_bentoml):
+    settings = Settings()  # re-read after the fixture removed any BENTO_CLOUD_API_KEY
     report = deploy_bento(settings, "cicloml:v1", CONFIG)
     assert (report.status, report.bento_tag, report.deployment) == ("skipped", "cicloml:v1", "cicloml-churn")
     assert "BENTO_CLOUD_API_KEY" in report.message and f"BENTOML_HOME={settings.bentoml_home}" in report.message
@@ -55,6 +57,7 @@ def test_without_credentials_nothing_runs_and_the_report_says_how_to_configure_t
 
 def test_with_an_api_key_the_deployment_is_applied_with_the_bento(settings, fake_bentoml, monkeypatch):
     monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
+    settings = Settings()  # re-read: the key is set now
     report = deploy_bento(settings, "cicloml:v1", CONFIG)
     assert report.status == "deployed" and "BENTO_CLOUD_API_KEY" in report.message
     [call] = [json.loads(line) for line in fake_bentoml.read_text().splitlines()]
@@ -77,6 +80,7 @@ def test_a_cloud_login_in_the_state_folder_counts_as_credentials(settings):
 def test_a_failed_apply_raises_with_the_command_output(settings, fake_bentoml, monkeypatch):
     monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
     monkeypatch.setenv("FAKE_EXIT", "1")
+    settings = Settings()
     with pytest.raises(RuntimeError, match="(?s)apply failed for cicloml:v1.*deployment output line"):
         deploy_bento(settings, "cicloml:v1", CONFIG)
 
