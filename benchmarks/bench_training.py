@@ -178,10 +178,9 @@ def measure_batch(entities: int) -> dict[str, Any]:
     from cicloml.batch import score_entities, write_predictions
     from cicloml.feature_store import feature_schema, fetch_latest_features, fetch_training_frame
     from cicloml.lineage import describe_training
-    from cicloml.profiling import profile_frame
     from cicloml.registry import ModelRegistry
     from cicloml.spec import load_spec
-    from cicloml.training import fit_model, read_labels, split_by_time, tune_threshold
+    from cicloml.training import fit_model, read_labels, reference_profile, split_by_time, tune_threshold
 
     spec = load_spec(ROOT / "cicloml.yaml")
     with state_folder("model") as settings:
@@ -204,7 +203,7 @@ def measure_batch(entities: int) -> dict[str, Any]:
             metrics={},
             repo_dir=ROOT,
         )
-        reference = profile_frame(split.train[schema.features])
+        reference = reference_profile(model, split.train, split.validation, schema)
 
     with state_folder("batch") as settings:
         log(f"writing {entities} entities")

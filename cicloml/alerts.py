@@ -58,7 +58,8 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
         if report.window_start and report.window_end
         else "the latest window"
     )
-    headline = f"Drift in {report.model_tag}: {len(drifted)} feature(s) moved in {window}"
+    found = "Training/serving skew" if report.check == "skew" else "Drift"
+    headline = f"{found} in {report.model_tag}: {len(drifted)} feature(s) differ from training in {window}"
     listed = "\n".join(
         f"• `{feature.column}` {report.method} {feature.score:.3f} (threshold {report.threshold})"
         for feature in drifted[:MAX_FEATURES_LISTED]
@@ -76,6 +77,9 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}},
     ]
+    if report.prediction is not None:
+        prediction = f"*Prediction drift*\n`{report.prediction.column}` {report.method} {report.prediction.score:.3f}"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": prediction}})
     if report.quality_issues:
         issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Data quality*\n{issues}"[:3000]}})

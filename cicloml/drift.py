@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from cicloml.profiling import DatasetProfileView
+from cicloml.profiling import SCORE_COLUMN, DatasetProfileView
 from cicloml.spec import DriftSpec
 
 Method = Literal["hellinger", "jensen_shannon", "wasserstein"]
@@ -67,6 +67,9 @@ class DriftReport(BaseModel):
     model_tag: str
     window_start: datetime | None = None
     window_end: datetime | None = None
+    check: Literal["drift", "skew"] = "drift"
+    """"skew" for a model's first served window: a difference there is training/serving skew (the two paths
+    compute features differently), which retraining would not fix."""
     method: Method
     threshold: float
     min_drifted_features: int
@@ -83,9 +86,15 @@ class DriftReport(BaseModel):
     def drifted(self) -> bool:
         return len(self.drifted_features) >= self.min_drifted_features
 
+    @property
+    def title(self) -> str:
+        """What was found, in words: "drift", "no drift", "training/serving skew" or "no training/serving skew"."""
+        found = "training/serving skew" if self.check == "skew" else "drift"
+        return found if self.drifted else f"no {found}"
+
     def markdown(self) -> str:
         """A summary table for people (the drift flow's artifact), most drifted first."""
-        verdict = "**drift**" if self.drifted else "no drift"
+        verdict = f"**{self.title}**" if self.drifted else self.title
         window = f"{self.window_start:%Y-%m-%d %H:%M} – {self.window_end:%H:%M} UTC" if self.window_start else "window"
         lines = [
             f"### {self.model_tag}, {window}: {verdict}",
@@ -132,7 +141,7 @@ def render_html(report: DriftReport) -> str:
         for issue in report.quality_issues
     )
     window = f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC" if report.window_start else ""
-    verdict = "Drift" if report.drifted else "No drift"
+    verdict = report.title.capitalize()
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{verdict}: {escape(report.model_tag)} {window}</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:0.2em 0.8em;text-align:left}}
@@ -156,9 +165,10 @@ def compare_profiles(
     features: Sequence[str],
     spec: DriftSpec,
     model_tag: str,
-    score_column: str = "score",
+    score_column: str = SCORE_COLUMN,
     window_start: datetime | None = None,
     window_end: datetime | None = None,
+    check: Literal["drift", "skew"] = "drift",
 ) -> DriftReport:
     """Compare `current` (a window of traffic) with `reference` (the training profile) on `features`."""
     drifts, issues = [], []
@@ -173,6 +183,7 @@ def compare_profiles(
         model_tag=model_tag,
         window_start=window_start,
         window_end=window_end,
+        check=check,
         method=spec.method,
         threshold=spec.threshold,
         min_drifted_features=spec.min_drifted_features,

@@ -24,6 +24,9 @@ import whylogs as why  # noqa: E402
 from whylogs.core import DatasetProfile as DatasetProfile  # noqa: E402
 from whylogs.core import DatasetProfileView  # noqa: E402
 
+SCORE_COLUMN = "score"
+"""The model's score in profiles: traffic profiles carry it, and so does the training reference."""
+
 WINDOW_FORMAT = "%Y%m%dT%H%M%SZ"
 """A window's folder name: its UTC start, sortable as text."""
 

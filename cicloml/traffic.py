@@ -20,6 +20,7 @@ import pandas as pd
 
 from cicloml.profiling import (
     PROFILE_SUFFIX,
+    SCORE_COLUMN,
     DatasetProfile,
     model_folder,
     read_profile,
@@ -30,7 +31,6 @@ from cicloml.profiling import (
 
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMN = "score"
 FLUSH_INTERVAL_SECONDS = 1.0
 """How often the worker thread profiles what is buffered: often enough that the buffer rarely fills up."""
 

@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from cicloml.errors import ConfigError, DataError
 from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
 from cicloml.models.preprocessing import FeatureSchema
+from cicloml.profiling import SCORE_COLUMN, DatasetProfileView, profile_frame
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 from cicloml.spec import LabelsSpec, LightningModelSpec, SklearnModelSpec
@@ -71,6 +72,15 @@ def fit_model(
 def score(model: Pipeline, frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     """P(label = 1) for each row."""
     return model.predict_proba(frame[schema.features])[:, 1]
+
+
+def reference_profile(
+    model: Pipeline, train_frame: pd.DataFrame, validation_frame: pd.DataFrame, schema: FeatureSchema
+) -> DatasetProfileView:
+    """The profile live traffic is compared with: the training rows' features, and the model's scores (column
+    `score`, as the service profiles them) on the validation rows, out of sample as live scores are."""
+    scores = pd.DataFrame({SCORE_COLUMN: score(model, validation_frame, schema)})
+    return profile_frame(train_frame[schema.features]).merge(profile_frame(scores))
 
 
 def read_labels(settings: Settings, labels: LabelsSpec) -> pd.DataFrame:

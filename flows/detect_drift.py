@@ -43,15 +43,20 @@ class DetectDriftParams(BaseModel):
 class DetectDriftResult(BaseModel):
     model_tag: str
     window_start: datetime
+    check: str
+    """"skew" for the model's first served window (training/serving skew), "drift" after it."""
     rows: int
     drifted: bool
     drifted_features: list[str]
+    prediction_score: float | None
+    """The model's score distribution against its validation scores, same method (None without scores)."""
     quality_issues: int
     report_path: str
     alert: str
     """"sent", "already_sent", "no_webhook" (logged and kept as an artifact instead), or "none" (no drift)."""
     retrain: str
-    """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "off" or "none"."""
+    """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "off" (also for
+    skew) or "none"."""
 
 
 @flow(name="detect-drift")
@@ -65,8 +70,11 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
     if model_tag is None:
         raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so there is no traffic to check")
     model = registry.load(model_tag)
-    window_start = params.window_start or _newest_finished_window(settings.profiles_dir, model_tag)
+    windows = _windows(settings.profiles_dir, model_tag)
+    window_start = params.window_start or _newest_finished(windows)
     window_end = window_start + timedelta(seconds=settings.profile_window_seconds)
+    # The first window a model serves is where training/serving skew shows; drift is change after it.
+    check = "skew" if window_start == windows[0] else "drift"
 
     current = read_window_profiles(window_folder(settings.profiles_dir, model_tag, window_start))
     report = compare_profiles(
@@ -77,6 +85,7 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         model_tag=model_tag,
         window_start=window_start,
         window_end=window_end,
+        check=check,
     )
     report_path = settings.reports_dir / "drift" / model_tag.replace(":", "-") / f"{window_start:{WINDOW_FORMAT}}.html"
     with atomic_path(report_path) as temporary:
@@ -85,11 +94,11 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
     create_link_artifact(key="drift-report", link=report_path.as_uri(), link_text="drift report (HTML)")
     rows = int(current.metadata.get("rows", 0))
     logger.info(
-        "%s, window %s (%d rows): %s; drifted: %s",
+        "%s, window %s (%d rows): %s; features over the threshold: %s",
         model_tag,
         window_start,
         rows,
-        "drift" if report.drifted else "no drift",
+        report.title,
         ", ".join(report.drifted_features) or "none",
     )
 
@@ -103,13 +112,17 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
             create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
         in_process = PREFECT_API_URL.value() is None if params.retrain_in_process is None else params.retrain_in_process
         drifted = report.drifted_features
-        retraining = _request_retraining(spec.drift.retrain_on_drift, in_process, key, model_tag, drifted)
+        # Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it.
+        enabled = spec.drift.retrain_on_drift and check == "drift"
+        retraining = _request_retraining(enabled, in_process, key, model_tag, drifted)
     return DetectDriftResult(
         model_tag=model_tag,
         window_start=window_start,
+        check=check,
         rows=rows,
         drifted=report.drifted,
         drifted_features=report.drifted_features,
+        prediction_score=report.prediction.score if report.prediction else None,
         quality_issues=len(report.quality_issues),
         report_path=str(report_path),
         alert=alert,
@@ -135,15 +148,19 @@ def _request_retraining(enabled: bool, in_process: bool, key: str, model_tag: st
     return "requested"
 
 
-def _newest_finished_window(profiles_dir: Path, model_tag: str) -> datetime:
-    """The newest window folder whose window has ended (the current one is still being written), else the newest."""
+def _windows(profiles_dir: Path, model_tag: str) -> list[datetime]:
+    """The starts of the windows with traffic profiles for `model_tag`, oldest first."""
     folders = sorted(path.name for path in model_folder(profiles_dir, model_tag).glob("*") if path.is_dir())
     if not folders:
         raise FileNotFoundError(f"no traffic profiles for {model_tag} under {profiles_dir}: has it served requests?")
-    starts = [datetime.strptime(name, WINDOW_FORMAT).replace(tzinfo=timezone.utc) for name in folders]
-    window = timedelta(seconds=get_settings().profile_window_seconds)
-    finished = [start for start in starts if start + window <= datetime.now(timezone.utc)]
-    return (finished or starts)[-1]
+    return [datetime.strptime(name, WINDOW_FORMAT).replace(tzinfo=timezone.utc) for name in folders]
+
+
+def _newest_finished(windows: list[datetime]) -> datetime:
+    """The newest window that has ended (the current one is still being written), else the newest."""
+    length = timedelta(seconds=get_settings().profile_window_seconds)
+    finished = [start for start in windows if start + length <= datetime.now(timezone.utc)]
+    return (finished or windows)[-1]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ retry because a locked SQLite file or a Redis blip is worth a second try.
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import batch, bento, checks, feature_store, lineage, profiling, training
+from cicloml import batch, bento, checks, feature_store, lineage, training
 from cicloml.demo import churn
 from cicloml.registry import ModelRegistry
 
@@ -30,7 +30,7 @@ evaluate_model = _step(training.evaluate_model)
 evaluate_champion = _step(training.evaluate_champion)
 render_evaluation = task(name="render-evaluation", cache_policy=NO_CACHE)(training.Evaluation.markdown)
 describe_training = _step(lineage.describe_training)
-profile_frame = _step(profiling.profile_frame)
+reference_profile = _step(training.reference_profile)
 
 # registry
 register_model = _store_step(ModelRegistry.register)

@@ -87,7 +87,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         metrics=evaluation.report.summary(),
         repo_dir=PROJECT_DIR,
     )
-    reference = tasks.profile_frame(split.train[schema.features])
+    reference = tasks.reference_profile(model, split.train, split.validation, schema)
     tag = tasks.register_model(registry, model, lineage, reference, {"gate": decision.label, "family": lineage.family})
     if decision.promote:
         tasks.promote_model(registry, tag)

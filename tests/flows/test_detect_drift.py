@@ -53,12 +53,16 @@ def test_drift_alerts_once_and_retrains_in_process(tmp_path):
         merged = read_window_profiles(window_folder(settings.profiles_dir, champion, QUIET))
         assert merged.get_column("monthly_charges").get_metric("counts").n.value == quiet_rows
 
+        # The first window is the training/serving skew check: the same feature service, so no skew.
         quiet = detect_drift(DetectDriftParams(window_start=QUIET, retrain_in_process=True))
-        assert (quiet.drifted, quiet.rows, quiet.alert, quiet.retrain) == (False, quiet_rows, "none", "none")
+        assert (quiet.check, quiet.drifted, quiet.rows) == ("skew", False, quiet_rows)
+        assert (quiet.alert, quiet.retrain) == ("none", "none")
+        assert quiet.prediction_score is not None and quiet.prediction_score < 0.2
         assert slack.bodies == []
 
         drifted = detect_drift(DetectDriftParams(window_start=DRIFTED, retrain_in_process=True))
-        assert (drifted.drifted, drifted.rows, drifted.drifted_features) == (True, drifted_rows, ["monthly_charges"])
+        assert (drifted.check, drifted.drifted, drifted.rows) == ("drift", True, drifted_rows)
+        assert drifted.drifted_features == ["monthly_charges"]
         assert (drifted.alert, drifted.retrain) == ("sent", "ran")
         report = open(drifted.report_path).read()
         assert "<h1>Drift: " in report and "monthly_charges" in report

@@ -18,11 +18,10 @@ from cicloml.feature_store import (
     push_features,
 )
 from cicloml.lineage import describe_training
-from cicloml.profiling import profile_frame
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 from cicloml.spec import SklearnModelSpec, load_spec
-from cicloml.training import fit_model, read_labels, split_by_time, tune_threshold
+from cicloml.training import fit_model, read_labels, reference_profile, split_by_time, tune_threshold
 from tests.conftest import ROOT
 
 MODEL_SPEC = SklearnModelSpec(params={"max_iter": 60, "learning_rate": 0.1, "max_leaf_nodes": 15})
@@ -57,7 +56,8 @@ def build_served_state(settings: Settings, end: datetime, *, customers: int = 40
         repo_dir=ROOT,
     )
     registry = ModelRegistry(settings, spec.name)
-    tag = registry.register(model, lineage, profile_frame(split.train[schema.features]), {"gate": "passed"})
+    reference = reference_profile(model, split.train, split.validation, schema)
+    tag = registry.register(model, lineage, reference, {"gate": "passed"})
     registry.promote(tag)
     return tag
 

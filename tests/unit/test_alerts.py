@@ -94,7 +94,7 @@ def message(report: DriftReport) -> dict:
 def test_the_message_names_the_model_window_drifted_features_and_links(report):
     body = message(report)
     text = json.dumps(body)
-    assert body["text"].startswith("Drift in churn:abc: 1 feature(s) moved in 2026-11-22 13:00–14:00 UTC")
+    assert body["text"] == "Drift in churn:abc: 1 feature(s) differ from training in 2026-11-22 13:00–14:00 UTC"
     assert [block["type"] for block in body["blocks"]] == ["header", "section", "section", "section", "context"]
     assert "`monthly_charges` hellinger 0.280" in text and "tenure_days" not in text.split("Data quality")[0]
     assert "<http://prefect.local/runs/1|Flow run>" in text and "<file:///tmp/drift.html|Drift report>" in text
