@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo serve test lint bench-features bench-serve bench-training system-packages lock clean
+.PHONY: help demo serve test lint bench-features bench-serve bench-profiling bench-training system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench-features: $(INSTALLED) system-packages ## Measure materialization and onli
 
 bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastAPI baseline with wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-profiling: $(INSTALLED) system-packages ## The bento with traffic profiling on vs off under wrk (prints JSON)
+	$(BIN)/python benchmarks/bench_profiling.py
 
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)

@@ -1,0 +1,92 @@
+"""The cost of profiling live traffic: the bento's /predict with whylogs traffic profiling on and off, same run.
+
+Each round starts the bento twice on one state folder, with CICLO_PROFILE_TRAFFIC=false and =true (in that order,
+then the other way round in the next round, so neither always runs on a warmer machine), and loads /predict with
+wrk at 16 connections. Reports req/s and p99 per run and the ratios of the medians; targets: throughput with
+profiling >= 0.9x without, p99 <= 1.2x. Uses benchmarks/bench_serve.py's servers and wrk runs.
+
+    python benchmarks/bench_profiling.py [--rounds 2] [--workers 1]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serve  # noqa: E402  (the serving benchmark's servers and wrk runs)
+
+TARGETS = {"rps_with_over_without_min": 0.9, "p99_with_over_without_max": 1.2}
+
+
+def run(rounds: int, workers: int, workdir: Path) -> dict[str, Any]:
+    args = bench_serve.parse_args(["--workers", str(workers)])
+    bench_serve.log(f"building the state folder: {args.customers} customers")
+    state = bench_serve.build_state(workdir / "state", args.customers)
+    load = bench_serve.write_load(workdir, "ids", "/predict", [{"entity_ids": [i]} for i in state.ids], args.seed)
+    log_dir = workdir / "logs"
+    log_dir.mkdir()
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for round_ in range(rounds):
+        order = ["off", "on"] if round_ % 2 == 0 else ["on", "off"]
+        for profiling in order:
+            flag = "true" if profiling == "on" else "false"
+            server_args = argparse.Namespace(**{**vars(args), "server_env": [f"CICLO_PROFILE_TRAFFIC={flag}"]})
+            bench_serve.log(f"round {round_ + 1}/{rounds}: profiling {profiling}")
+            with bench_serve.bento_server(state, server_args, workers, log_dir) as server:
+                runs[profiling].append(bench_serve.measure(server_args, server, load, args.connections))
+    profiles = sorted((state.state_dir / "profiles").rglob("*.bin"))
+
+    def median(profiling: str, key: str) -> float:
+        return statistics.median(result[key] for result in runs[profiling])
+
+    rps_ratio = bench_serve.ratio(median("on", "ok_rps"), median("off", "ok_rps"))
+    p99_ratio = bench_serve.ratio(median("on", "p99_ms"), median("off", "p99_ms"))
+    failed = sum(bench_serve.failed(result) for results in runs.values() for result in results)
+    return {
+        "benchmark": "cicloml traffic profiling cost",
+        "config": {"rounds": rounds, "workers": workers, "connections": args.connections, "duration_s": args.duration},
+        "without_profiling": {"ok_rps": median("off", "ok_rps"), "p99_ms": median("off", "p99_ms")},
+        "with_profiling": {"ok_rps": median("on", "ok_rps"), "p99_ms": median("on", "p99_ms")},
+        "rps_with_over_without": rps_ratio,
+        "p99_with_over_without": p99_ratio,
+        "profile_files_written": len(profiles),
+        "failed_requests": failed,
+        "runs": runs,
+        "targets": TARGETS,
+        "meets_targets": {
+            "throughput": rps_ratio is not None and rps_ratio >= TARGETS["rps_with_over_without_min"],
+            "p99": p99_ratio is not None and p99_ratio <= TARGETS["p99_with_over_without_max"],
+            "zero_failed": failed == 0,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs (default 2)")
+    parser.add_argument("--workers", type=int, default=1, help="BentoML workers (default 1)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, stopping any server started
+    workdir = Path(tempfile.mkdtemp(prefix="cicloml-bench-profiling-"))
+    began = time.monotonic()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress on stdout
+            result = run(args.rounds, args.workers, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["wall_seconds"] = round(time.monotonic() - began, 1)
+    result["environment"] = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
