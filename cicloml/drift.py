@@ -18,12 +18,14 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from cicloml.profiling import SCORE_COLUMN, DatasetProfileView
+from cicloml.atomic import atomic_path
+from cicloml.profiling import SCORE_COLUMN, WINDOW_FORMAT, DatasetProfileView
 from cicloml.spec import DriftSpec
 
 Method = Literal["hellinger", "jensen_shannon", "wasserstein"]
@@ -156,6 +158,15 @@ td:nth-child(4){{width:30%}}</style></head><body>
 <h2>Data quality</h2><ul>{issues or "<li>no issues</li>"}</ul>
 </body></html>
 """
+
+
+def write_html_report(report: DriftReport, reports_dir: Path) -> Path:
+    """Write the report's page under `reports_dir/drift/<model>/<window start>.html`, atomically; its path."""
+    window = f"{report.window_start:{WINDOW_FORMAT}}" if report.window_start else "latest"
+    path = reports_dir / "drift" / report.model_tag.replace(":", "-") / f"{window}.html"
+    with atomic_path(path) as temporary:
+        temporary.write_text(render_html(report))
+    return path
 
 
 def compare_profiles(

@@ -6,7 +6,7 @@ replaced in one place. Only its local writers are used.
 
 import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,20 @@ def model_folder(profiles_dir: Path, model_tag: str) -> Path:
 def window_folder(profiles_dir: Path, model_tag: str, window_start: datetime) -> Path:
     """Where every worker's profile of one model version's traffic in one window lives (named by its UTC start)."""
     return model_folder(profiles_dir, model_tag) / window_start.strftime(WINDOW_FORMAT)
+
+
+def window_starts(profiles_dir: Path, model_tag: str) -> list[datetime]:
+    """The starts of the windows that have traffic profiles for `model_tag`, oldest first."""
+    folder = model_folder(profiles_dir, model_tag)
+    names = sorted(path.name for path in folder.glob("*") if path.is_dir()) if folder.is_dir() else []
+    return [datetime.strptime(name, WINDOW_FORMAT).replace(tzinfo=timezone.utc) for name in names]
+
+
+def newest_finished_window(starts: list[datetime], window_seconds: int, now: datetime) -> datetime:
+    """The newest of `starts` (not empty) whose window has ended by `now`, else the newest: the current window is
+    still being written."""
+    finished = [start for start in starts if start + timedelta(seconds=window_seconds) <= now]
+    return (finished or starts)[-1]
 
 
 def window_profile_paths(folder: Path) -> list[Path]:

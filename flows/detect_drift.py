@@ -7,7 +7,6 @@ deployment's trigger, or, with no Prefect server to react to it (the embedded de
 """
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -16,10 +15,9 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, drift_message, mark_once, send_once
-from cicloml.atomic import atomic_path
-from cicloml.drift import compare_profiles, render_html
+from cicloml.drift import compare_profiles, write_html_report
 from cicloml.errors import ConfigError
-from cicloml.profiling import WINDOW_FORMAT, model_folder, read_window_profiles, window_folder
+from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
@@ -70,8 +68,11 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
     if model_tag is None:
         raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so there is no traffic to check")
     model = registry.load(model_tag)
-    windows = _windows(settings.profiles_dir, model_tag)
-    window_start = params.window_start or _newest_finished(windows)
+    windows = window_starts(settings.profiles_dir, model_tag)
+    if not windows:
+        raise FileNotFoundError(f"no traffic profiles for {model_tag} under {settings.profiles_dir}: served yet?")
+    now = datetime.now(timezone.utc)
+    window_start = params.window_start or newest_finished_window(windows, settings.profile_window_seconds, now)
     window_end = window_start + timedelta(seconds=settings.profile_window_seconds)
     # The first window a model serves is where training/serving skew shows; drift is change after it.
     check = "skew" if window_start == windows[0] else "drift"
@@ -87,9 +88,7 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         window_end=window_end,
         check=check,
     )
-    report_path = settings.reports_dir / "drift" / model_tag.replace(":", "-") / f"{window_start:{WINDOW_FORMAT}}.html"
-    with atomic_path(report_path) as temporary:
-        temporary.write_text(render_html(report))
+    report_path = write_html_report(report, settings.reports_dir)
     create_markdown_artifact(key="drift", markdown=report.markdown(), description=f"{model_tag} {window_start}")
     create_link_artifact(key="drift-report", link=report_path.as_uri(), link_text="drift report (HTML)")
     rows = int(current.metadata.get("rows", 0))
@@ -146,21 +145,6 @@ def _request_retraining(enabled: bool, in_process: bool, key: str, model_tag: st
         payload={"reason": reason, "drifted_features": drifted},
     )
     return "requested"
-
-
-def _windows(profiles_dir: Path, model_tag: str) -> list[datetime]:
-    """The starts of the windows with traffic profiles for `model_tag`, oldest first."""
-    folders = sorted(path.name for path in model_folder(profiles_dir, model_tag).glob("*") if path.is_dir())
-    if not folders:
-        raise FileNotFoundError(f"no traffic profiles for {model_tag} under {profiles_dir}: has it served requests?")
-    return [datetime.strptime(name, WINDOW_FORMAT).replace(tzinfo=timezone.utc) for name in folders]
-
-
-def _newest_finished(windows: list[datetime]) -> datetime:
-    """The newest window that has ended (the current one is still being written), else the newest."""
-    length = timedelta(seconds=get_settings().profile_window_seconds)
-    finished = [start for start in windows if start + length <= datetime.now(timezone.utc)]
-    return (finished or windows)[-1]
 
 
 if __name__ == "__main__":

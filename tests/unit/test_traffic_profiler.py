@@ -1,16 +1,20 @@
 """TrafficProfiler with a fake clock: windows, files, the bounded buffer, shutdown and crash leftovers."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from cicloml.profiling import (
+    WINDOW_FORMAT,
     DatasetProfileView,
+    model_folder,
+    newest_finished_window,
     read_profile,
     read_window_profiles,
     window_folder,
     window_profile_paths,
+    window_starts,
 )
 from cicloml.traffic import TrafficProfiler
 
@@ -179,3 +183,16 @@ def test_a_model_tag_without_a_version_is_refused(tmp_path: Path) -> None:
 
 def _failing_write(view: DatasetProfileView, path: Path) -> Path:
     raise OSError("no space left on device")
+
+
+def test_windows_are_listed_oldest_first_and_the_newest_finished_one_is_chosen(tmp_path):
+    assert window_starts(tmp_path, "churn:v1") == []
+    hours = [datetime(2026, 11, 22, hour, tzinfo=timezone.utc) for hour in (13, 11, 12)]
+    for start in hours:
+        (model_folder(tmp_path, "churn:v1") / start.strftime(WINDOW_FORMAT)).mkdir(parents=True)
+    starts = window_starts(tmp_path, "churn:v1")
+    assert starts == sorted(hours)
+    # At 13:30 the 13:00 window is still being written: the newest finished one is 12:00.
+    assert newest_finished_window(starts, 3600, hours[0] + timedelta(minutes=30)) == hours[2]
+    assert newest_finished_window(starts, 3600, hours[0] + timedelta(hours=1)) == hours[0]
+    assert newest_finished_window([hours[0]], 3600, hours[0]) == hours[0]  # none has finished: the newest
