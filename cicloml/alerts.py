@@ -120,7 +120,7 @@ def alert_key(model_tag: str, window_start: datetime | None) -> str:
 def mark_once(ledger_dir: Path, key: str) -> bool:
     """True the first time `key` is marked in `ledger_dir`, False ever after (atomic across processes)."""
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    marker = ledger_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.once"
+    marker = ledger_dir / f"{_ledger_name(key)}.once"
     try:
         with open(marker, "x") as file:
             file.write(key)
@@ -145,7 +145,7 @@ def send_once(
     if webhook_url is None:
         return Delivery(key, "no_webhook")
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    name = _ledger_name(key)
     receipt = ledger_dir / f"{name}.sent.json"
     with open(ledger_dir / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent sender waits here, then finds the receipt
@@ -157,6 +157,11 @@ def send_once(
             temporary.write_text(json.dumps({"key": key, "sent_at": time.time(), "attempts": attempts}))
     logger.info("alert %s sent to Slack (%d attempt(s))", key, attempts)
     return Delivery(key, "sent", attempts)
+
+
+def _ledger_name(key: str) -> str:
+    """A file name for any key (model tags and times hold characters a file name should not)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _post(webhook_url: SecretStr, message: dict[str, Any], sleep: Callable[[float], None]) -> int:
