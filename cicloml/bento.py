@@ -1,5 +1,6 @@
 """Bentos: building one per model version, and deploying it to BentoCloud when credentials are configured."""
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -52,12 +53,22 @@ def build_bento(settings: Settings, model_tag: str, project_dir: Path) -> tuple[
     if not model.version:
         raise ConfigError(f"model tag {model_tag!r} has no version; pin one (name:version)")
     bento_tag = bento_tag_for(model_tag)
-    try:
-        BentoStore(str(settings.bentoml_home / "bentos")).get(bento_tag)
-        return bento_tag, False
-    except NotFound:
-        pass
+    # One build per bento at a time: the retrain flow and `cicloml serve` both build a new champion's bento as soon
+    # as it is promoted, and the second `bentoml build` of a tag fails ("already exists"). The later one waits here
+    # and then reuses the first one's bento.
+    locks = settings.bentoml_home / "build-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{model.version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            BentoStore(str(settings.bentoml_home / "bentos")).get(bento_tag)
+            return bento_tag, False
+        except NotFound:
+            pass
+        return _build(settings, model, bento_tag, project_dir), True
 
+
+def _build(settings: Settings, model: Tag, bento_tag: str, project_dir: Path) -> str:
     command = [
         str(BENTOML),
         "build",
@@ -80,7 +91,7 @@ def build_bento(settings: Settings, model_tag: str, project_dir: Path) -> tuple[
     built = [line.removeprefix("__tag__:") for line in result.stdout.splitlines() if line.startswith("__tag__:")]
     if built != [bento_tag]:
         raise RuntimeError(f"bentoml build reported {built}, expected {bento_tag}")
-    return bento_tag, True
+    return bento_tag
 
 
 @dataclass(frozen=True)

@@ -264,14 +264,16 @@ class ChampionServer:
     async def _follow_champion(self, stop: asyncio.Event) -> None:
         waiting_said = False
         while not stop.is_set():
+            # Cleared before acting: a SIGHUP that arrives during a switch asks for another check, and gets it.
+            asked = self._check_now.is_set()
+            self._check_now.clear()
             champion = self.registry.champion()
             if champion is None and self.backend is None and not waiting_said:
                 logger.warning("no champion yet: waiting for one (train and promote a model)")
                 waiting_said = True
             elif champion is not None and champion != (self.backend and self.backend.model_tag):
-                if champion != self._failed or self._check_now.is_set():
+                if champion != self._failed or asked:
                     await self.switch_to(champion)
-            self._check_now.clear()
             try:
                 await asyncio.wait_for(self._check_now.wait(), timeout=self.poll_s)
             except TimeoutError:

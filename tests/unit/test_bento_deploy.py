@@ -3,12 +3,15 @@ apply` only with credentials (a stand-in `bentoml` records the call: there is no
 
 import json
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 from bentoml._internal.cloud.schemas.schemasv2 import CreateDeploymentSchema
 from bentoml._internal.utils.cattr import bentoml_cattr
+from bentoml.exceptions import NotFound
 
 from cicloml import bento
 from cicloml.bento import bentocloud_credentials, deploy_bento
@@ -90,3 +93,29 @@ def test_a_config_without_a_name_is_a_configuration_error(settings, tmp_path):
     config.write_text("services: {}\n")
     with pytest.raises(ConfigError, match="set `name`"):
         deploy_bento(settings, "cicloml:v1", config)
+
+
+def test_concurrent_builds_of_one_bento_build_it_once(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retrain flow and `cicloml serve` both build a new champion's bento at once: the second waits for the
+    first and reuses its bento instead of failing on a tag that now exists."""
+    built: list[str] = []
+
+    def slow_build(settings: Settings, model: object, bento_tag: str, project_dir: Path) -> str:
+        time.sleep(0.3)  # long enough for the other caller to arrive while this build runs
+        built.append(bento_tag)
+        return bento_tag
+
+    class Store:
+        def __init__(self, path: str) -> None:
+            pass
+
+        def get(self, tag: str) -> None:
+            if tag not in built:
+                raise NotFound(tag)
+
+    monkeypatch.setattr(bento, "_build", slow_build)
+    monkeypatch.setattr(bento, "BentoStore", Store)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: bento.build_bento(settings, "churn:v1", ROOT), range(2)))
+    assert built == ["cicloml:v1"]
+    assert sorted(results) == [("cicloml:v1", False), ("cicloml:v1", True)]
