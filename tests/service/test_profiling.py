@@ -1,5 +1,5 @@
-"""Live traffic profiles from a real two-worker `bentoml serve`: exact counts after a graceful stop, and no corrupt
-file after a crash.
+"""Live traffic profiles from a real two-worker `bentoml serve`: exact counts after a graceful stop, a window the
+drift check reads against the model's training reference, and no corrupt file after a crash.
 
 The profiles are whylogs sketches, merged across workers the way the drift flow merges them: counts are exact, so the
 merged profile must count every scored row once, whichever worker answered it.
@@ -21,8 +21,11 @@ import httpx
 import psutil
 import pytest
 
+from cicloml.drift import compare_profiles
 from cicloml.profiling import DatasetProfileView, read_profile, read_window_profiles, window_profile_paths
+from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
+from cicloml.spec import DriftSpec, load_spec
 from tests.conftest import ROOT, ciclo_environment, free_port
 from tests.service.conftest import BENTOML, SERVICE, STOP_SECONDS, _tail, _wait_ready, serving_environment
 from tests.service.state import build_served_state
@@ -132,6 +135,21 @@ def test_every_scored_row_is_counted_once_across_workers_after_a_graceful_stop(
     assert sum(column_count(view, FEATURE) for view in views) == ok_rows
     assert sum(column_count(view, "score") for view in views) == ok_rows
     assert sum(int(view.metadata["rows"]) for view in views) == ok_rows
+
+    # The drift flow's comparison: every feature, and the score, against the reference the model was trained with.
+    registry = ModelRegistry(state, load_spec(state.spec_path).name)
+    model = registry.load(str(registry.champion()))
+    schema = model.lineage.features
+    for view in views:
+        report = compare_profiles(
+            model.reference_profile(), view, features=schema.features, spec=DriftSpec(), model_tag=model.tag
+        )
+        assert {feature.column for feature in report.features if feature.kind == "numeric"} == set(schema.numeric)
+        assert {feature.column for feature in report.features if feature.kind == "categorical"} == set(
+            schema.categorical
+        )
+        assert all(feature.current_rows > 0 for feature in report.features)
+        assert report.prediction is not None and report.prediction.current_rows > 0
 
 
 def test_a_killed_server_leaves_only_whole_profiles(state: Settings, profiles_dir: Path) -> None:

@@ -1,15 +1,21 @@
-"""TrafficProfiler with a fake clock: windows, files, the bounded buffer, shutdown and crash leftovers."""
+"""TrafficProfiler with a fake clock: windows, files, the bounded buffer, shutdown and crash leftovers; and the
+profile it fills, which must hold what `profile_frame` holds for the same rows (the drift check compares the two)."""
 
+import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
 from cicloml.profiling import (
     WINDOW_FORMAT,
+    ColumnarProfile,
     DatasetProfileView,
     model_folder,
     newest_finished_window,
+    profile_frame,
     read_profile,
     read_window_profiles,
     window_folder,
@@ -183,6 +189,75 @@ def test_a_model_tag_without_a_version_is_refused(tmp_path: Path) -> None:
 
 def _failing_write(view: DatasetProfileView, path: Path) -> Path:
     raise OSError("no space left on device")
+
+
+def test_a_batch_without_a_feature_counts_its_rows_as_nulls_of_that_feature(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0))
+    traffic.record(*rows(4))
+    traffic.record({"tenure_days": [7]}, [0.5])
+    traffic.close()
+
+    plan = read_profile(worker_file(tmp_path, START)).get_column("plan").get_metric("counts")
+    assert (plan.n.value, plan.null.value) == (5, 1)
+
+
+def test_columns_not_aligned_with_the_scores_fail_profiling_not_the_caller(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0))
+    assert traffic.record({"tenure_days": [1, 2]}, [0.5]) == 0
+    with pytest.raises(ValueError, match="differ in length"):
+        traffic.flush()
+
+
+# Every kind of column a caller might hand over: the typed ones the service sends take ColumnarProfile's shortcut,
+# the others whylogs' own preprocessing.
+MIXED_COLUMNS: dict[str, list[Any]] = {
+    "ints": [3, 1, 4, 1, 5, 9, 2, 6],
+    "floats": [0.5, math.nan, 2.25, -1.0, 0.0, 7.5, 3.0, math.inf],
+    "ints_and_floats": [1, 2.5, 3, 4, 5, 6, 7, 8.25],
+    "strings": ["basic", "premium", "basic", "standard", "basic", "premium", "basic", "basic"],
+    "strings_and_nulls": ["basic", None, "basic", "standard", None, "premium", "basic", "basic"],
+    "ints_and_nulls": [1, None, 3, 4, 5, 6, 7, 8],
+    "beyond_int64": [2**64 - 1, 1, 2, 3, 4, 5, 6, 7],
+    "bools": [True, False, True, True, False, True, True, True],
+    "anything": ["a", 1, 2.5, None, "b", True, "a", 3],
+    "nulls": [None] * 8,
+}
+
+
+def summary(view: DatasetProfileView, column: str) -> dict[str, Any]:
+    """A column's metrics as values, NaN made comparable (a mean over inf is NaN in both)."""
+    values = view.get_column(column).to_summary_dict()
+    return {key: "NaN" if isinstance(value, float) and math.isnan(value) else value for key, value in values.items()}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # whylogs' variance of a column holding inf
+def test_a_traffic_profile_holds_the_same_metrics_as_profile_frame_of_the_same_rows() -> None:
+    traffic = ColumnarProfile(dataset_timestamp=START)
+    traffic.track(MIXED_COLUMNS)
+    live, reference = traffic.view(), profile_frame(pd.DataFrame(MIXED_COLUMNS))
+
+    for column in MIXED_COLUMNS:
+        assert summary(live, column) == summary(reference, column), column
+    # Only what the drift check reads: no cardinality sketches, int min/max or frequent items of numbers.
+    assert set(reference.get_column("ints").get_metric_names()) == {"counts", "types", "distribution"}
+    assert set(reference.get_column("strings").get_metric_names()) == {
+        "counts",
+        "types",
+        "distribution",
+        "frequent_items",
+    }
+    assert live.dataset_timestamp == START
+
+
+def test_a_column_of_categories_first_seen_as_nan_still_gets_its_frequent_items() -> None:
+    traffic = ColumnarProfile(dataset_timestamp=START)
+    traffic.track({"plan": [math.nan, math.nan]})  # typed as numbers by whylogs: no frequent items
+    traffic.track({"plan": ["basic", "premium", "basic"]})
+
+    column = traffic.view().get_column("plan")
+    items = column.get_metric("frequent_items").to_summary_dict()["frequent_strings"]
+    assert {item.value: item.est for item in items} == {"basic": 2, "premium": 1}
+    assert (column.get_metric("counts").n.value, column.get_metric("counts").null.value) == (5, 2)
 
 
 def test_windows_are_listed_oldest_first_and_the_newest_finished_one_is_chosen(tmp_path):
