@@ -10,11 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
-from cicloml.alerts import alert_key, drift_message, mark_once, send_once
+from cicloml.alerts import alert_key, drift_message, send_once
 from cicloml.drift import compare_profiles, write_html_report
 from cicloml.errors import ConfigError
 from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
@@ -22,10 +21,8 @@ from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from flows.local import run_locally
-from flows.retrain import RetrainParams, retrain
+from flows.retraining import request_retraining
 from flows.runs import flow_run_url
-
-DRIFT_EVENT = "cicloml.drift.detected"
 
 
 class DetectDriftParams(BaseModel):
@@ -110,10 +107,14 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
             logger.warning("drift alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
             create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
         in_process = PREFECT_API_URL.value() is None if params.retrain_in_process is None else params.retrain_in_process
-        drifted = report.drifted_features
         # Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it.
-        enabled = spec.drift.retrain_on_drift and check == "drift"
-        retraining = _request_retraining(enabled, in_process, key, model_tag, drifted)
+        retraining = "off"
+        if spec.drift.retrain_on_drift and check == "drift":
+            reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
+            details = {"drifted_features": report.drifted_features}
+            retraining = request_retraining(
+                model_tag, window_start, reason, details, check=check, in_process=in_process
+            )
     return DetectDriftResult(
         model_tag=model_tag,
         window_start=window_start,
@@ -127,24 +128,6 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         alert=alert,
         retrain=retraining,
     )
-
-
-def _request_retraining(enabled: bool, in_process: bool, key: str, model_tag: str, drifted: list[str]) -> str:
-    """One retraining request per model and window: an event for the deployment trigger, or the flow itself."""
-    if not enabled:
-        return "off"
-    if not mark_once(get_settings().alerts_dir, f"retrain-request:{key}"):
-        return "already_requested"
-    reason = f"drift in {model_tag} ({key.split('@', 1)[1]}): {', '.join(drifted)}"
-    if in_process:
-        retrain(RetrainParams(reason=reason))
-        return "ran"
-    emit_event(
-        event=DRIFT_EVENT,
-        resource={"prefect.resource.id": f"cicloml.model.{model_tag}", "prefect.resource.name": model_tag},
-        payload={"reason": reason, "drifted_features": drifted},
-    )
-    return "requested"
 
 
 if __name__ == "__main__":

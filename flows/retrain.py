@@ -1,7 +1,8 @@
 """retrain: fresh features → train → gate → build the bento → serve the new champion → tell Slack.
 
-Started by the `retrain/on-drift` deployment's trigger on a `cicloml.drift.detected` event, by the drift flow
-directly when no Prefect server runs (the embedded demo), or by hand.
+Started by the `retrain/on-drift` deployment's trigger on a `cicloml.drift.detected` event (one run per model and
+window, see flows/retraining.py), by the check that asked directly when no Prefect server runs (the embedded demo),
+or by hand.
 """
 
 from datetime import datetime
@@ -24,7 +25,7 @@ class RetrainParams(BaseModel):
     as_of: datetime | None = None
     """Materialize and train with what is known by this time (default: now)."""
     reason: str = "started by hand"
-    """Why this run happens (the drift flow passes the drifted model and window); shown in Slack."""
+    """Why this run happens (the check that asked passes the model and window); shown in Slack."""
 
 
 class RetrainResult(BaseModel):

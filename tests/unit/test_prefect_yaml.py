@@ -1,6 +1,7 @@
 """prefect.yaml: every deployment's entrypoint is a flow, and its schedules and triggers are ones Prefect accepts."""
 
 import importlib
+from datetime import timedelta
 
 import yaml
 from prefect import Flow
@@ -26,9 +27,12 @@ def test_every_entrypoint_is_a_flow_and_every_schedule_parses():
     assert {"detect-drift/hourly", "retrain/on-drift", "train/weekly"} <= names
 
 
-def test_retraining_is_triggered_by_the_drift_event_one_run_at_a_time():
+def test_retraining_is_triggered_by_the_drift_event_once_per_model_and_window_one_run_at_a_time():
     [retrain] = [deployment for deployment in deployments() if deployment["name"] == "on-drift"]
     [trigger] = [DeploymentEventTrigger.model_validate(trigger) for trigger in retrain["triggers"]]
     assert trigger.expect == {"cicloml.drift.detected"}
+    # flows/retraining.py sends the model as the resource and the window as a related resource with this role.
+    assert trigger.for_each == {"prefect.resource.id", "related:window:prefect.resource.id"}
+    assert (trigger.posture, trigger.threshold) == ("Reactive", 1) and trigger.within >= timedelta(days=1)
     assert trigger.parameters == {"params": {"reason": "{{ event.payload.reason }}"}}
     assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
