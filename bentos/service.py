@@ -35,6 +35,7 @@ from bentos.schemas import MAX_ROWS, Prediction, entity_ids_type, feature_row_mo
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
 from cicloml.models.row_scorer import row_scoring
+from cicloml.prediction_log import PredictionLog
 from cicloml.registry import LoadedModel, ModelRegistry, load_model, read_lineage
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import load_spec
@@ -148,6 +149,18 @@ def start_traffic_profiler(settings: Settings, model_tag: str) -> TrafficProfile
     ).start()
 
 
+def open_prediction_log(settings: Settings, model_tag: str) -> PredictionLog | None:
+    """This worker's log of scored entities (none when CICLO_LOG_PREDICTIONS is off), in the profiles' windows."""
+    if not settings.log_predictions:
+        return None
+    return PredictionLog(
+        settings.prediction_log_dir,
+        model_tag,
+        worker=f"{socket.gethostname()}-{os.getpid()}",
+        window_seconds=settings.profile_window_seconds,
+    )
+
+
 SETTINGS = get_settings()
 PINNED_MODEL = stored_model(pinned_model_tag(SETTINGS))
 FEATURE_SERVICE = str(PINNED_MODEL.info.metadata["feature_service"])
@@ -181,6 +194,7 @@ class PredictionService:
         self.reader = OnlineFeatureReader(open_feature_store(get_settings()), FEATURE_SERVICE)
         self.metrics = service_metrics()
         self.traffic = start_traffic_profiler(get_settings(), self.model.tag)
+        self.prediction_log = open_prediction_log(get_settings(), self.model.tag)
         self._warm_up()
         # Everything loaded so far lives as long as the worker. Frozen, the collector stops walking it: a full
         # collection over the ~400k objects of the loaded stack takes ~250 ms, a stall in some request's latency.
@@ -198,11 +212,13 @@ class PredictionService:
         return getattr(self, "model", None) is not None and getattr(self, "reader", None) is not None
 
     @bentoml.on_shutdown
-    def close_traffic_profiler(self) -> None:
-        """Write this worker's partial traffic profile. BentoML runs it in each worker on graceful shutdown (SIGTERM),
-        once the requests in flight are answered."""
+    def close_traffic_logs(self) -> None:
+        """Write this worker's partial traffic profile and prediction log. BentoML runs it in each worker on graceful
+        shutdown (SIGTERM), once the requests in flight are answered."""
         if getattr(self, "traffic", None) is not None:
             self.traffic.close()
+        if getattr(self, "prediction_log", None) is not None:
+            self.prediction_log.close()
 
     # The endpoints are `async def` although they block: a request is 1-3 ms under the GIL (a SQLite or nearby
     # Redis lookup and a small model), so running it on the event loop beats handing it to BentoML's thread pool,
@@ -241,6 +257,8 @@ class PredictionService:
         columns = {name: [online.columns[name][row] for row in usable] for name in FEATURES.features}
         usable_scores = self._score(columns)
         self._profile(columns, usable_scores)
+        if self.prediction_log is not None and usable_scores:
+            self.prediction_log.record([entity_ids[row] for row in usable], usable_scores)
         scores = dict(zip(usable, usable_scores, strict=True))
         issues = iter(online.issues)  # one per row that is not ok, in row order
         predictions = []

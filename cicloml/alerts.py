@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from cicloml.atomic import atomic_path
 from cicloml.drift import DriftReport
 from cicloml.gate import GateDecision
+from cicloml.quality import QualityReport, WindowQuality
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,34 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     links = [f"<{url}|{label}>" for label, url in (("Flow run", flow_run_url), ("Drift report", report_url)) if url]
     if links:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(links)}]})
+    return {"text": headline, "blocks": blocks}
+
+
+def quality_message(
+    report: QualityReport, window: WindowQuality, *, flow_run_url: str | None, window_seconds: int
+) -> dict[str, Any]:
+    """The Block Kit message for a window whose live ROC AUC fell below the model's by more than allowed."""
+    auc = window.metrics.roc_auc if window.metrics else None
+    end = window.window_start + timedelta(seconds=window_seconds)
+    span = f"{window.window_start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC"
+    headline = (
+        f"Quality drop in {report.model_tag}: ROC AUC {auc:.3f} on labelled traffic of {span}, "
+        f"{report.baseline_roc_auc:.3f} at training"
+    )
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Model*\n`{report.model_tag}`"},
+                {"type": "mrkdwn", "text": f"*Window*\n{span}"},
+                {"type": "mrkdwn", "text": f"*Live ROC AUC*\n{auc:.3f} ({auc - report.baseline_roc_auc:+.3f})"},
+                {"type": "mrkdwn", "text": f"*Labelled predictions*\n{window.labelled} of {window.predictions}"},
+            ],
+        },
+    ]
+    if flow_run_url:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{flow_run_url}|Flow run>"}]})
     return {"text": headline, "blocks": blocks}
 
 

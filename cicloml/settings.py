@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     profile_buffer_rows: int = Field(100_000, ge=1)
     """Rows each service worker buffers for profiling; beyond it rows are dropped and counted, never waited for."""
 
+    log_predictions: bool = True
+    """Log each entity the prediction service scores (id, time, score) under `prediction_log_dir`, per window, so
+    that labels arriving later can be joined to them (live model quality)."""
+
     slack_webhook_url: SecretStr | None = None
     """Slack incoming-webhook URL for drift and retraining messages (a credential: never logged); none: the
     messages go to the log and a Prefect artifact instead."""
@@ -100,6 +104,11 @@ class Settings(BaseSettings):
     def profiles_dir(self) -> Path:
         """Live traffic profiles: `<model name>/<model version>/<window start>/<worker>.bin`."""
         return self.state_dir / "profiles"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        """The service's scored entities: `<model name>/<model version>/<window start>/<worker>.parquet`."""
+        return self.state_dir / "prediction_log"
 
 
 @lru_cache(maxsize=1)

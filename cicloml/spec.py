@@ -120,6 +120,18 @@ class DriftSpec(_Section):
     retrain_on_drift: bool = True
 
 
+class QualitySpec(_Section):
+    """Live model quality: delayed labels joined to the predictions the service logged, per window."""
+
+    max_drop: float = Field(0.05, ge=0.0, le=1.0)
+    """A window whose ROC AUC is lower than the model's on its test window by more than this has degraded."""
+    min_labels: int = Field(200, ge=1)
+    """A window with fewer labelled predictions (or a single class) is reported but not judged."""
+    match_within_hours: float = Field(24.0, gt=0.0)
+    """A label belongs to a prediction for the same entity scored within this long of the label's event time."""
+    retrain_on_drop: bool = True
+
+
 class SchedulesSpec(_Section):
     """Cron expressions for the Prefect deployments."""
 
@@ -146,6 +158,7 @@ class ProjectSpec(_Section):
     training: TrainingSpec = TrainingSpec()
     gates: GatesSpec = GatesSpec()
     drift: DriftSpec = DriftSpec()
+    quality: QualitySpec = QualitySpec()
     schedules: SchedulesSpec = SchedulesSpec()
 
 

@@ -24,8 +24,12 @@ PAYMENT_METHODS = ("card", "bank-transfer", "invoice")
 LABEL_DELAY = timedelta(days=30)
 """A label says whether the customer churned within 30 days of the observation, so it is known 30 days later."""
 
-Scenario = Literal["none", "price_rise", "new_region", "broken_payment_feed"]
+DriftScenario = Literal["price_rise", "new_region", "broken_payment_feed"]
+"""The scenarios that move the features."""
+Scenario = Literal["none", DriftScenario, "competitor_offer"]
+"""`competitor_offer` changes only who churns, which only labels show."""
 SCENARIOS: tuple[str, ...] = get_args(Scenario)
+DRIFT_SCENARIOS: tuple[str, ...] = get_args(DriftScenario)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class DemoTables:
     activity: pd.DataFrame
     """One snapshot per customer per day."""
     labels: pd.DataFrame
-    """Weekly observations with the churn outcome, only those whose outcome is known by `end`."""
+    """Observations with the churn outcome and when it became known (`label_timestamp`). History: weekly ones whose
+    outcome is known by `end`; traffic: one per customer at the snapshot, known 30 days later."""
 
     def write(self, data_dir: Path) -> dict[str, Path]:
         """Write each table as Parquet under `data_dir`, atomically; return the paths by table name."""
@@ -46,6 +51,17 @@ class DemoTables:
             path = data_dir / f"{name}.parquet"
             with atomic_path(path) as temporary:
                 getattr(self, name).to_parquet(temporary, index=False)
+            paths[name] = path
+        return paths
+
+    def append_to(self, data_dir: Path) -> dict[str, Path]:
+        """Add these rows to the tables written under `data_dir` (a new day's data arriving), atomically."""
+        paths = {}
+        for name in ("customers", "activity", "labels"):
+            path = data_dir / f"{name}.parquet"
+            rows = pd.concat([pd.read_parquet(path), getattr(self, name)], ignore_index=True)
+            with atomic_path(path) as temporary:
+                rows.to_parquet(temporary, index=False)
             paths[name] = path
         return paths
 
@@ -65,11 +81,14 @@ def generate_churn_data(end: datetime, *, customers: int = 2000, days: int = 90,
 
 
 def generate_traffic(history: DemoTables, at: datetime, *, scenario: Scenario = "none", seed: int = 7) -> DemoTables:
-    """The snapshot of every customer at `at`, continuing `history`, drifted by `scenario`.
+    """The snapshot of every customer at `at`, continuing `history`, drifted by `scenario`, with each customer's
+    churn outcome as a label known 30 days after `at`.
 
     - `price_rise`: monthly charges up 35% for everyone.
     - `new_region`: 40% of customers move to a region the model never saw (`central`).
     - `broken_payment_feed`: the upstream payment feed breaks; `payment_failures_90d` is all null.
+    - `competitor_offer`: a competitor courts loyal customers. The features do not move, but long-contract,
+      long-tenure customers start to leave: concept drift, which only the labels show.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown drift scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -90,10 +109,22 @@ def generate_traffic(history: DemoTables, at: datetime, *, scenario: Scenario = 
         movers["event_timestamp"] = at
         movers["created_timestamp"] = at
         profile = movers.reset_index(drop=True)
-    elif scenario == "broken_payment_feed":
+    # Who churns depends on the world, not on what the feeds report: outcomes are drawn before a feed breaks.
+    world = served_features(history, DemoTables(customers=profile, activity=snapshot, labels=history.labels))
+    probability = churn_probability(world, world, competitor_offer=scenario == "competitor_offer")
+    if scenario == "broken_payment_feed":
         snapshot["payment_failures_90d"] = pd.array([pd.NA] * len(snapshot), dtype="Int64")
 
-    return DemoTables(customers=profile, activity=snapshot, labels=history.labels.iloc[0:0])
+    labels = pd.DataFrame(
+        {
+            "customer_id": world["customer_id"].to_numpy(),
+            "event_timestamp": world["event_timestamp"].to_numpy(),
+            "churned": (rng.random(len(world)) < probability).astype(np.int64),
+        }
+    )
+    labels["event_timestamp"] = pd.to_datetime(labels["event_timestamp"], utc=True)
+    labels["label_timestamp"] = labels["event_timestamp"] + LABEL_DELAY
+    return DemoTables(customers=profile, activity=snapshot, labels=labels)
 
 
 def served_features(history: DemoTables, traffic: DemoTables) -> pd.DataFrame:
@@ -190,8 +221,9 @@ def _step_activity(rng: np.random.Generator, latest: pd.DataFrame, at: datetime)
     return snapshot
 
 
-def churn_probability(activity: pd.DataFrame, profile: pd.DataFrame) -> np.ndarray:
-    """The demo world's true churn probability for activity rows joined to their customer's profile."""
+def churn_probability(activity: pd.DataFrame, profile: pd.DataFrame, *, competitor_offer: bool = False) -> np.ndarray:
+    """The demo world's true churn probability for activity rows joined to their customer's profile; with a
+    competitor's offer, loyalty stops protecting a customer and long contracts start to leave."""
     contract = profile["contract"].to_numpy()
     logit = (
         -2.6
@@ -205,6 +237,8 @@ def churn_probability(activity: pd.DataFrame, profile: pd.DataFrame) -> np.ndarr
         + 0.4 * profile["senior_citizen"].to_numpy()
         + 0.3 * (profile["region"].to_numpy() == "south")
     )
+    if competitor_offer:
+        logit = logit + 1.8 * (contract != "month-to-month") + 0.002 * activity["tenure_days"].to_numpy()
     return 1.0 / (1.0 + np.exp(-logit))
 
 

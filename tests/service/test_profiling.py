@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from cicloml.drift import compare_profiles
+from cicloml.prediction_log import read_prediction_log
 from cicloml.profiling import DatasetProfileView, read_profile, read_window_profiles, window_profile_paths
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
@@ -102,8 +103,9 @@ def column_count(view: DatasetProfileView, column: str) -> int:
 
 @pytest.fixture
 def profiles_dir(state: Settings) -> Path:
-    """The state's profiles folder, emptied: each test counts only its own server's profiles."""
+    """The state's profiles folder, emptied (the prediction log too): each test counts only its own server's."""
     shutil.rmtree(state.profiles_dir, ignore_errors=True)
+    shutil.rmtree(state.prediction_log_dir, ignore_errors=True)
     return state.profiles_dir
 
 
@@ -113,13 +115,15 @@ def test_every_scored_row_is_counted_once_across_workers_after_a_graceful_stop(
     with two_worker_server(state, "serve-profiling.log") as (process, url):
         # Every demo customer once: some are not scored (the demo has customers with missing activity), and those
         # rows are answered but not profiled.
-        ok_ids = [row["entity_id"] for row in predict_on_a_fresh_connection(url, *DEMO_IDS) if row["status"] == "ok"]
+        first = [row for row in predict_on_a_fresh_connection(url, *DEMO_IDS) if row["status"] == "ok"]
+        ok_ids = [row["entity_id"] for row in first]
         assert 0 < len(ok_ids) < CUSTOMERS
-        ok_rows = len(ok_ids)
+        scored = list(ok_ids)
         for request in range(REQUESTS):
             predictions = predict_on_a_fresh_connection(url, ok_ids[request % len(ok_ids)])
             assert [row["status"] for row in predictions] == ["ok"]
-            ok_rows += len(predictions)
+            scored += [row["entity_id"] for row in predictions]
+        ok_rows = len(scored)
         assert [row["status"] for row in predict_on_a_fresh_connection(url, 5)] == ["unknown_entity"]
 
         process.send_signal(signal.SIGTERM)
@@ -135,6 +139,10 @@ def test_every_scored_row_is_counted_once_across_workers_after_a_graceful_stop(
     assert sum(column_count(view, FEATURE) for view in views) == ok_rows
     assert sum(column_count(view, "score") for view in views) == ok_rows
     assert sum(int(view.metadata["rows"]) for view in views) == ok_rows
+    # The prediction log (for delayed labels) holds every scored entity once per time it was scored, and only those.
+    logged = read_prediction_log(state.prediction_log_dir, first[0]["model_tag"])
+    assert sorted(logged["entity_id"]) == sorted(scored)
+    assert logged["score"].between(0, 1).all()
 
     # The drift flow's comparison: every feature, and the score, against the reference the model was trained with.
     registry = ModelRegistry(state, load_spec(state.spec_path).name)

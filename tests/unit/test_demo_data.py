@@ -70,6 +70,12 @@ def test_each_scenario_drifts_only_what_it_names(tables, scenario):
     charges_ratio = drifted.activity["monthly_charges"].mean() / normal.activity["monthly_charges"].mean()
     assert charges_ratio == pytest.approx(1.35 if scenario == "price_rise" else 1.0, rel=0.01)
     assert drifted.activity["payment_failures_90d"].isna().all() == (scenario == "broken_payment_feed")
+    # One label per customer at the snapshot, known 30 days later.
+    assert drifted.labels["customer_id"].is_unique and len(drifted.labels) == 600
+    assert (drifted.labels["event_timestamp"] == pd.Timestamp(at)).all()
+    assert (drifted.labels["label_timestamp"] == pd.Timestamp(at) + LABEL_DELAY).all()
+    churn_ratio = drifted.labels["churned"].mean() / normal.labels["churned"].mean()
+    assert (churn_ratio > 2) == (scenario == "competitor_offer"), churn_ratio
     moved = drifted.customers[drifted.customers["region"] == "central"]
     if scenario == "new_region":
         assert 0.3 < len(moved) / 600 < 0.5

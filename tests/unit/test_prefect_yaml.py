@@ -8,6 +8,7 @@ from prefect import Flow
 from prefect.client.schemas.schedules import construct_schedule
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
+from cicloml.spec import load_spec
 from tests.conftest import ROOT
 
 
@@ -24,7 +25,16 @@ def test_every_entrypoint_is_a_flow_and_every_schedule_parses():
         names.add(f"{getattr(module, name).name}/{deployment['name']}")
         for schedule in deployment.get("schedules") or []:
             construct_schedule(cron=schedule["cron"], timezone=schedule["timezone"])
-    assert {"detect-drift/hourly", "retrain/on-drift", "train/weekly"} <= names
+    assert {"detect-drift/hourly", "check-model-quality/daily", "retrain/on-drift", "train/weekly"} <= names
+
+
+def test_each_schedule_is_the_one_the_project_spec_names():
+    """prefect.yaml cannot read cicloml.yaml, so the crons are written twice: this keeps them in step."""
+    spec = load_spec(ROOT / "cicloml.yaml").schedules
+    for deployment in deployments():
+        for schedule in deployment.get("schedules") or []:
+            flow_name = deployment["entrypoint"].split(":")[1].removesuffix("_features")
+            assert schedule["cron"] == getattr(spec, flow_name), deployment["name"]
 
 
 def test_retraining_is_triggered_by_the_drift_event_once_per_model_and_window_one_run_at_a_time():

@@ -1,0 +1,162 @@
+"""Live model quality: labels that arrive late, joined to the predictions the service logged, measured per window.
+
+Data drift says the inputs moved; only labels say whether the model got worse. Each logged prediction takes the
+label of the same entity whose event time is nearest to when it was scored (within the spec's tolerance), among the
+labels known by a given time. Each window's ROC AUC is then held against the model's own, on its test window.
+"""
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from cicloml.evaluation import Metrics, evaluate_scores
+from cicloml.spec import LabelsSpec, QualitySpec
+
+LABEL_COLUMN = "label"
+
+
+class WindowQuality(BaseModel):
+    window_start: datetime
+    predictions: int
+    labelled: int
+    metrics: Metrics | None
+    """Scores against labels at the model's threshold; None without labelled predictions."""
+    judged: bool
+    """Enough labels of both classes (`min_labels`) to hold the window against the model's baseline."""
+    degraded: bool
+
+
+class QualityReport(BaseModel):
+    """A model's live quality per window, from its logged predictions and the labels known by `known_by`."""
+
+    model_tag: str
+    known_by: datetime
+    baseline_roc_auc: float
+    """The model's ROC AUC on its test window, at training."""
+    max_drop: float
+    min_labels: int
+    windows: list[WindowQuality]
+
+    @property
+    def degraded_windows(self) -> list[WindowQuality]:
+        return [window for window in self.windows if window.degraded]
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degraded_windows)
+
+    @property
+    def title(self) -> str:
+        if not any(window.judged for window in self.windows):
+            return "not enough labels yet"
+        return "quality dropped" if self.degraded else "quality held"
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Live quality of {self.model_tag}: {self.title}",
+            "",
+            f"Labels known by {self.known_by:%Y-%m-%d %H:%M} UTC. ROC AUC at training (test window): "
+            f"**{self.baseline_roc_auc:.3f}**; a window more than {self.max_drop} below it has degraded "
+            f"(judged from {self.min_labels} labelled predictions).",
+            "",
+            "| window (UTC) | predictions | labelled | ROC AUC | change | PR AUC | log loss | positives | verdict |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for window in self.windows:
+            metrics = window.metrics
+            auc = metrics.roc_auc if metrics else None
+            verdict = "degraded" if window.degraded else ("ok" if window.judged else "too few labels")
+            lines.append(
+                f"| {window.window_start:%Y-%m-%d %H:%M:%S} | {window.predictions} | {window.labelled} "
+                f"| {_number(auc)} | {_number(None if auc is None else auc - self.baseline_roc_auc, signed=True)} "
+                f"| {_number(metrics.pr_auc if metrics else None)} | {_number(metrics.log_loss if metrics else None)} "
+                f"| {_number(metrics.positive_rate if metrics else None)} | {verdict} |"
+            )
+        return "\n".join(lines)
+
+
+def join_labels(
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    spec: LabelsSpec,
+    entity_key: str,
+    known_by: datetime,
+    within: timedelta,
+) -> pd.DataFrame:
+    """`predictions` (as `read_prediction_log` returns them) with a `label` column: the label of the same entity
+    whose event time is nearest to `scored_at`, within `within`, among labels known by `known_by`; NaN if none."""
+    missing = [column for column in (entity_key, spec.event_time, spec.column) if column not in labels.columns]
+    if missing:
+        raise ValueError(
+            f"label table lacks column(s) {', '.join(missing)} (labels.* in the project spec, entity {entity_key!r})"
+        )
+    known = labels
+    if spec.available_time is not None:
+        known = labels[pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)]
+    right = pd.DataFrame(
+        {
+            "entity_id": known[entity_key].to_numpy(),
+            "labelled_at": _utc_ns(known[spec.event_time]),
+            LABEL_COLUMN: known[spec.column].to_numpy(dtype=float),
+        }
+    ).sort_values("labelled_at", kind="stable")
+    left = predictions.assign(scored_at=_utc_ns(predictions["scored_at"])).sort_values("scored_at", kind="stable")
+    if left["entity_id"].dtype != right["entity_id"].dtype:  # e.g. ids logged as strings, labels keyed by int
+        left["entity_id"], right["entity_id"] = left["entity_id"].astype(str), right["entity_id"].astype(str)
+    joined = pd.merge_asof(
+        left, right, left_on="scored_at", right_on="labelled_at", by="entity_id", direction="nearest", tolerance=within
+    )
+    return joined.drop(columns="labelled_at")
+
+
+def assess_quality(
+    joined: pd.DataFrame,
+    *,
+    model_tag: str,
+    baseline_roc_auc: float,
+    threshold: float,
+    spec: QualitySpec,
+    known_by: datetime,
+) -> QualityReport:
+    """Measure each window of `joined` (from `join_labels`) and judge it against the model's baseline ROC AUC."""
+    windows = []
+    for window_start, rows in joined.groupby("window_start", sort=True):
+        labelled = rows[rows[LABEL_COLUMN].notna()]
+        metrics = None
+        if len(labelled):
+            scores, outcomes = labelled["score"].to_numpy(dtype=float), labelled[LABEL_COLUMN].to_numpy(dtype=np.int64)
+            metrics = evaluate_scores(scores, outcomes, threshold=threshold).overall
+        judged = metrics is not None and metrics.roc_auc is not None and len(labelled) >= spec.min_labels
+        degraded = judged and metrics.roc_auc < baseline_roc_auc - spec.max_drop
+        windows.append(
+            WindowQuality(
+                window_start=window_start.to_pydatetime(),
+                predictions=len(rows),
+                labelled=len(labelled),
+                metrics=metrics,
+                judged=judged,
+                degraded=degraded,
+            )
+        )
+    return QualityReport(
+        model_tag=model_tag,
+        known_by=known_by,
+        baseline_roc_auc=baseline_roc_auc,
+        max_drop=spec.max_drop,
+        min_labels=spec.min_labels,
+        windows=windows,
+    )
+
+
+def _utc_ns(values: pd.Series) -> pd.Series:
+    # merge_asof needs both time columns in one dtype; Parquet round trips give microseconds, pandas nanoseconds.
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _number(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"

@@ -1,0 +1,149 @@
+"""check-model-quality: delayed labels joined to the service's logged predictions → live quality per window.
+
+Drift says the inputs moved; labels say whether the model got worse. A window whose ROC AUC fell more than the spec
+allows below the model's own (on its test window, at training) is alerted in Slack once and requests retraining
+once, like a drifted window.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.settings import PREFECT_API_URL
+from pydantic import BaseModel
+
+from cicloml.alerts import alert_key, quality_message, send_once
+from cicloml.errors import ConfigError
+from cicloml.prediction_log import read_prediction_log
+from cicloml.quality import QualityReport, assess_quality, join_labels
+from cicloml.registry import ModelRegistry
+from cicloml.settings import get_settings
+from cicloml.spec import load_spec
+from cicloml.training import read_labels
+from flows.local import run_locally
+from flows.retraining import request_retraining
+from flows.runs import flow_run_url
+
+
+class CheckQualityParams(BaseModel):
+    model_tag: str | None = None
+    """The model version whose logged predictions to check; default the champion."""
+    known_by: datetime | None = None
+    """Use the labels known by this time (their available time); default now."""
+    retrain_in_process: bool | None = None
+    """On a drop, run the retrain flow here instead of emitting the event; default: when no Prefect server is
+    configured (as in detect-drift)."""
+
+
+class CheckQualityResult(BaseModel):
+    model_tag: str
+    baseline_roc_auc: float
+    windows: int
+    labelled: int
+    live_roc_auc: float | None
+    """ROC AUC of the newest window with enough labels to judge; None if none has."""
+    window_roc_auc: dict[datetime, float | None]
+    """Every window's ROC AUC on its labelled predictions (None without both classes)."""
+    degraded_windows: list[datetime]
+    alerts: list[str]
+    """Per degraded window: "sent", "already_sent" or "no_webhook"."""
+    retrain: str
+    """For the newest degraded window: "requested", "ran", "already_requested", "off" or "none"."""
+
+
+@task
+def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
+    """Join the labels known by `known_by` to the model's logged predictions and measure every window."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    model = ModelRegistry(settings, spec.name).load(model_tag)
+    baseline = model.lineage.metrics.get("roc_auc")
+    if baseline is None:
+        raise ConfigError(f"{model_tag} has no ROC AUC from training to compare live quality with")
+    predictions = read_prediction_log(settings.prediction_log_dir, model_tag)
+    joined = join_labels(
+        predictions,
+        read_labels(settings, spec.labels),
+        spec=spec.labels,
+        entity_key=model.lineage.features.entity_keys[0],
+        known_by=known_by,
+        within=timedelta(hours=spec.quality.match_within_hours),
+    )
+    return assess_quality(
+        joined,
+        model_tag=model_tag,
+        baseline_roc_auc=baseline,
+        threshold=model.lineage.threshold,
+        spec=spec.quality,
+        known_by=known_by,
+    )
+
+
+@flow(name="check-model-quality")
+def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> CheckQualityResult:
+    """Measure the served model's live quality per window from delayed labels; alert and retrain on a drop."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    logger = get_run_logger()
+    model_tag = params.model_tag or ModelRegistry(settings, spec.name).champion()
+    if model_tag is None:
+        raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so no predictions were logged")
+    known_by = params.known_by or datetime.now(timezone.utc)
+
+    report = measure_quality(model_tag, known_by)
+    create_markdown_artifact(key="model-quality", markdown=report.markdown(), description=report.title)
+    judged = [window for window in report.windows if window.judged]
+    logger.info(
+        "%s: %s (%d windows, %d judged; ROC AUC at training %.3f)",
+        model_tag,
+        report.title,
+        len(report.windows),
+        len(judged),
+        report.baseline_roc_auc,
+    )
+
+    alerts = []
+    for window in report.degraded_windows:
+        message = quality_message(
+            report, window, flow_run_url=flow_run_url(), window_seconds=settings.profile_window_seconds
+        )
+        key = f"quality:{alert_key(model_tag, window.window_start)}"
+        alerts.append(send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status)
+        if alerts[-1] == "no_webhook":
+            logger.warning("quality alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
+
+    retrain = "none"
+    if report.degraded:
+        newest = report.degraded_windows[-1]
+        in_process = params.retrain_in_process
+        if not spec.quality.retrain_on_drop:
+            retrain = "off"
+        else:
+            reason = (
+                f"live ROC AUC of {model_tag} fell to {newest.metrics.roc_auc:.3f} "
+                f"({report.baseline_roc_auc:.3f} at training)"
+            )
+            retrain = request_retraining(
+                model_tag,
+                newest.window_start,
+                reason,
+                check="quality",
+                in_process=PREFECT_API_URL.value() is None if in_process is None else in_process,
+            )
+    return CheckQualityResult(
+        model_tag=model_tag,
+        baseline_roc_auc=report.baseline_roc_auc,
+        windows=len(report.windows),
+        labelled=sum(window.labelled for window in report.windows),
+        live_roc_auc=judged[-1].metrics.roc_auc if judged else None,
+        window_roc_auc={
+            window.window_start: window.metrics.roc_auc if window.metrics else None for window in report.windows
+        },
+        degraded_windows=[window.window_start for window in report.degraded_windows],
+        alerts=alerts,
+        retrain=retrain,
+    )
+
+
+if __name__ == "__main__":
+    print(run_locally(check_model_quality).model_dump_json())
