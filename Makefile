@@ -13,9 +13,9 @@ export PREFECT_HOME ?= $(STATE_DIR)/prefect
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-demo: $(INSTALLED) ## The embedded demo: data -> Feast -> gated model -> batch predictions (JSON summary last)
+demo: $(INSTALLED) ## The whole loop: serve, drift, Slack alert, retrain, new champion served (JSON summary last)
 	@mkdir -p $(PREFECT_HOME)
-	$(BIN)/python -m flows.demo
+	CICLO_PROFILE_WINDOW_SECONDS=$${CICLO_PROFILE_WINDOW_SECONDS:-20} $(BIN)/python -m flows.demo
 
 serve: $(INSTALLED) ## Serve the champion on 127.0.0.1:3000 and switch to each new champion with no failed request
 	$(BIN)/python -m cicloml serve $(SERVE_ARGS)

@@ -40,6 +40,8 @@ class DetectDriftResult(BaseModel):
     window_start: datetime
     check: str
     """"skew" for the model's first served window (training/serving skew), "drift" after it."""
+    verdict: str
+    """What was found, in words: "drift", "no drift", "training/serving skew" or "no training/serving skew"."""
     rows: int
     drifted: bool
     drifted_features: list[str]
@@ -119,6 +121,7 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         model_tag=model_tag,
         window_start=window_start,
         check=check,
+        verdict=report.title,
         rows=rows,
         drifted=report.drifted,
         drifted_features=report.drifted_features,
