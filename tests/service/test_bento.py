@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 import yaml
+from bentoml._internal.bento.build_config import BentoPathSpec
 
 from cicloml.bento import build_bento
 from cicloml.registry import ModelRegistry
@@ -27,6 +28,22 @@ def test_bentofile_pins_the_versions_of_constraints_txt() -> None:
     for requirement in packages:
         name, version = requirement.lower().split("==", 1)
         assert pinned.get(name) == version, f"bentofile.yaml pins {requirement}; constraints.txt has {pinned.get(name)}"
+
+
+def test_the_bento_takes_the_project_files_and_nothing_from_the_state_folder(tmp_path) -> None:
+    """A state folder inside the project holds earlier bentos' copies of the same files (and the bento being built):
+    taking them would nest bentos in bentos until the paths grow too long."""
+    config = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    spec = BentoPathSpec(config["include"], config["exclude"], str(tmp_path))  # an empty folder: no .bentoignore
+    for path in ("cicloml.yaml", "bentos/service.py", "cicloml/models/row_scorer.py", "features/feature_store.yaml"):
+        assert spec.includes(path), path
+    for path in (
+        ".ciclo/bentoml/bentos/cicloml/v1/src/cicloml.yaml",
+        ".ciclo/bentoml/tmp/bentoml_bento_x/src/cicloml/settings.py",
+        "state/bentoml/bentos/cicloml/v1/src/cicloml.yaml",  # a state folder of another name (CICLO_STATE_DIR)
+        "tests/unit/test_spec.py",
+    ):
+        assert not spec.includes(path), path
 
 
 def test_build_pins_the_model_carries_the_dockerfile_and_is_recorded_on_the_model(tmp_path_factory) -> None:
