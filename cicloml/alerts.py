@@ -62,7 +62,7 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     found = "Training/serving skew" if report.check == "skew" else "Drift"
     headline = f"{found} in {report.model_tag}: {len(drifted)} feature(s) differ from training in {window}"
     listed = "\n".join(
-        f"• `{feature.column}` {report.method} {feature.score:.3f} (threshold {report.threshold})"
+        f"• `{feature.column}` {feature.method} {feature.score:.3f} (threshold {feature.threshold})"
         for feature in drifted[:MAX_FEATURES_LISTED]
     )
     if len(drifted) > MAX_FEATURES_LISTED:
@@ -79,7 +79,10 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}},
     ]
     if report.prediction is not None:
-        prediction = f"*Prediction drift*\n`{report.prediction.column}` {report.method} {report.prediction.score:.3f}"
+        scores = report.prediction
+        prediction = (
+            f"*Prediction drift*\n`{scores.column}` {scores.method} {scores.score:.3f} (threshold {scores.threshold})"
+        )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": prediction}})
     if report.quality_issues:
         issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)

@@ -8,8 +8,10 @@ feed that starts sending nulls drifts as surely as one whose values move:
 - categories: the frequent-items sketches give each category's share (the rest of the mass, if any, is "other").
 
 The distance is Hellinger or Jensen-Shannon (both in [0, 1]: 0 for the same distribution, 1 for disjoint ones), or
-for numbers Wasserstein-1 scaled by the reference's standard deviation. Distances between distributions do not
-grow with the sample size the way a test's p-value shrinks, so a busy window of unchanged traffic does not alarm.
+for numbers Wasserstein-1 scaled by the reference's standard deviation: the default, which reads as "how many
+standard deviations the values moved" and catches a 0.5σ shift that the other two score below their usual
+thresholds (benchmarks/bench_drift.py). Distances between distributions do not grow with the sample size the way a
+test's p-value shrinks, so a busy window of unchanged traffic does not alarm.
 Data quality is reported beside the scores: null-rate jumps, values outside the reference's range, categories the
 model never saw.
 """
@@ -50,6 +52,8 @@ class FeatureDrift(BaseModel):
     kind: Literal["numeric", "categorical"]
     method: Method
     score: float
+    threshold: float
+    """The score above which this kind of column counts as drifted."""
     drifted: bool
     reference_rows: int
     current_rows: int
@@ -72,8 +76,6 @@ class DriftReport(BaseModel):
     check: Literal["drift", "skew"] = "drift"
     """"skew" for a model's first served window: a difference there is training/serving skew (the two paths
     compute features differently), which retraining would not fix."""
-    method: Method
-    threshold: float
     min_drifted_features: int
     features: list[FeatureDrift]
     prediction: FeatureDrift | None
@@ -101,18 +103,20 @@ class DriftReport(BaseModel):
         lines = [
             f"### {self.model_tag}, {window}: {verdict}",
             "",
-            f"{len(self.drifted_features)} of {len(self.features)} features above {self.method} {self.threshold} "
+            f"{len(self.drifted_features)} of {len(self.features)} features above their threshold "
             f"(drift needs {self.min_drifted_features}).",
             "",
-            "| feature | kind | score | drifted | null rate (reference → window) | rows (reference / window) |",
-            "|---|---|---:|---|---|---|",
+            "| feature | kind | method | score | threshold | drifted | null rate (reference → window) "
+            "| rows (reference / window) |",
+            "|---|---|---|---:|---:|---|---|---|",
         ]
         rows = sorted(self.features, key=lambda feature: -feature.score)
         if self.prediction is not None:
             rows.append(self.prediction)
         for feature in rows:
             lines.append(
-                f"| {feature.column} | {feature.kind} | {feature.score:.3f} | {'yes' if feature.drifted else ''} | "
+                f"| {feature.column} | {feature.kind} | {feature.method} | {feature.score:.3f} | {feature.threshold} "
+                f"| {'yes' if feature.drifted else ''} | "
                 f"{feature.reference_null_rate:.1%} → {feature.current_null_rate:.1%} | "
                 f"{feature.reference_rows:,} / {feature.current_rows:,} |"
             )
@@ -127,13 +131,14 @@ def render_html(report: DriftReport) -> str:
     rows = sorted(report.features, key=lambda feature: -feature.score)
     if report.prediction is not None:
         rows.append(report.prediction)
-    bar_scale = max([report.threshold * 2, *(feature.score for feature in rows)])
+    bar_scale = max([*(feature.threshold * 2 for feature in rows), *(feature.score for feature in rows)])
     lines = []
     for feature in rows:
         width = 100 * feature.score / bar_scale
         colour = "#c0392b" if feature.drifted else "#7f8c8d"
         lines.append(
-            f"<tr><td>{escape(feature.column)}</td><td>{feature.kind}</td><td>{feature.score:.3f}</td>"
+            f"<tr><td>{escape(feature.column)}</td><td>{feature.kind}</td><td>{feature.method}</td>"
+            f"<td>{feature.score:.3f}</td><td>{feature.threshold}</td>"
             f'<td><div style="background:{colour};width:{width:.0f}%;height:0.8em"></div></td>'
             f"<td>{feature.reference_null_rate:.1%} → {feature.current_null_rate:.1%}</td>"
             f"<td>{feature.reference_rows:,} / {feature.current_rows:,}</td></tr>"
@@ -147,11 +152,12 @@ def render_html(report: DriftReport) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{verdict}: {escape(report.model_tag)} {window}</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:0.2em 0.8em;text-align:left}}
-td:nth-child(4){{width:30%}}</style></head><body>
+td:nth-child(6){{width:30%}}</style></head><body>
 <h1>{verdict}: {escape(report.model_tag)}</h1>
-<p>Window {window}. {len(report.drifted_features)} of {len(report.features)} features scored above
-{report.method} {report.threshold} (drift needs {report.min_drifted_features}); red bars are over the threshold.</p>
-<table><tr><th>feature</th><th>kind</th><th>score</th><th></th><th>null rate (training → window)</th>
+<p>Window {window}. {len(report.drifted_features)} of {len(report.features)} features scored above their
+threshold (drift needs {report.min_drifted_features}); red bars are over the threshold.</p>
+<table><tr><th>feature</th><th>kind</th><th>method</th><th>score</th><th>threshold</th><th></th>
+<th>null rate (training → window)</th>
 <th>rows (training / window)</th></tr>
 {"".join(lines)}
 </table>
@@ -195,8 +201,6 @@ def compare_profiles(
         window_start=window_start,
         window_end=window_end,
         check=check,
-        method=spec.method,
-        threshold=spec.threshold,
         min_drifted_features=spec.min_drifted_features,
         features=drifts,
         prediction=prediction,
@@ -227,9 +231,9 @@ def _compare_column(
     ref_frequent = _frequent_items(ref_column)
     kind: Literal["numeric", "categorical"] = "categorical" if ref_frequent is not None else "numeric"
     method: Method = spec.method
+    threshold = spec.threshold
     if kind == "categorical":
-        if method == "wasserstein":
-            method = "hellinger"  # categories have no order to move mass along
+        method, threshold = spec.categorical_method, spec.categorical_threshold
         p, q, unseen = _category_shares(ref_frequent, ref_rows, ref_nulls, cur_column, cur_rows, cur_nulls)
         if unseen:
             issues.append(
@@ -264,7 +268,8 @@ def _compare_column(
         kind=kind,
         method=method,
         score=round(score, 6),
-        drifted=score > spec.threshold,
+        threshold=threshold,
+        drifted=score > threshold,
         reference_rows=ref_rows,
         current_rows=cur_rows,
         reference_null_rate=ref_null_rate,

@@ -61,6 +61,7 @@ def report() -> DriftReport:
             kind="numeric",
             method="hellinger",
             score=score,
+            threshold=0.2,
             drifted=score > 0.2,
             reference_rows=4000,
             current_rows=800,
@@ -72,8 +73,6 @@ def report() -> DriftReport:
         model_tag="churn:abc",
         window_start=WINDOW,
         window_end=WINDOW.replace(hour=14),
-        method="hellinger",
-        threshold=0.2,
         min_drifted_features=1,
         features=[feature("monthly_charges", 0.28), feature("tenure_days", 0.13)],
         prediction=None,
@@ -96,7 +95,10 @@ def test_the_message_names_the_model_window_drifted_features_and_links(report):
     text = json.dumps(body)
     assert body["text"] == "Drift in churn:abc: 1 feature(s) differ from training in 2026-11-22 13:00–14:00 UTC"
     assert [block["type"] for block in body["blocks"]] == ["header", "section", "section", "section", "context"]
-    assert "`monthly_charges` hellinger 0.280" in text and "tenure_days" not in text.split("Data quality")[0]
+    assert (
+        "`monthly_charges` hellinger 0.280 (threshold 0.2)" in text
+        and "tenure_days" not in text.split("Data quality")[0]
+    )
     assert "<http://prefect.local/runs/1|Flow run>" in text and "<file:///tmp/drift.html|Drift report>" in text
 
 

@@ -43,7 +43,10 @@ def test_every_bad_key_is_reported_at_once(tmp_path):
     message = str(error.value)
     assert "gates.min_roc_auc: Input should be less than or equal to 1 (got 1.5)" in message
     assert "drift.method: Input should be 'hellinger', 'jensen_shannon' or 'wasserstein' (got 'ks')" in message
-    assert "drift.colour: unknown key; allowed keys here: method, threshold, min_drifted_features" in message
+    assert (
+        "drift.colour: unknown key; allowed keys here: method, threshold, categorical_method, categorical_threshold"
+        in message
+    )
 
 
 def test_missing_required_key(tmp_path):
