@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo serve test lint bench-features bench-serve bench-profiling bench-training system-packages lock clean
+.PHONY: help demo serve test lint bench-features bench-serve bench-profiling bench-training bench-drift system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastA
 
 bench-profiling: $(INSTALLED) system-packages ## The bento with traffic profiling on vs off under wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_profiling.py
+
+bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, beside Evidently's preset (prints JSON)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python benchmarks/bench_drift.py
 
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)
