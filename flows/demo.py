@@ -8,6 +8,7 @@ batch predictions.
 with no Slack webhook configured, alerts go to a local stand-in whose messages land in `<state>/demo/slack.jsonl`.
 """
 
+import logging
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -168,4 +169,7 @@ def main() -> DemoSummary:
 
 
 if __name__ == "__main__":
-    print(main().model_dump_json())
+    summary = main()
+    # Prefect says it stops its temporary server as the process exits; the summary stays the last line.
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    print(summary.model_dump_json())
