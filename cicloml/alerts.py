@@ -67,17 +67,8 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     )
     if len(drifted) > MAX_FEATURES_LISTED:
         listed += f"\n…and {len(drifted) - MAX_FEATURES_LISTED} more"
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*Model*\n`{report.model_tag}`"},
-                {"type": "mrkdwn", "text": f"*Window*\n{window}"},
-            ],
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}},
-    ]
+    blocks = _opening(headline, {"Model": f"`{report.model_tag}`", "Window": window})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}})
     if report.prediction is not None:
         scores = report.prediction
         prediction = (
@@ -87,10 +78,7 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     if report.quality_issues:
         issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Data quality*\n{issues}"[:3000]}})
-    links = [f"<{url}|{label}>" for label, url in (("Flow run", flow_run_url), ("Drift report", report_url)) if url]
-    if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(links)}]})
-    return {"text": headline, "blocks": blocks}
+    return _message(headline, blocks, {"Flow run": flow_run_url, "Drift report": report_url})
 
 
 def quality_message(
@@ -104,21 +92,13 @@ def quality_message(
         f"Quality drop in {report.model_tag}: ROC AUC {auc:.3f} on labelled traffic of {span}, "
         f"{report.baseline_roc_auc:.3f} at training"
     )
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*Model*\n`{report.model_tag}`"},
-                {"type": "mrkdwn", "text": f"*Window*\n{span}"},
-                {"type": "mrkdwn", "text": f"*Live ROC AUC*\n{auc:.3f} ({auc - report.baseline_roc_auc:+.3f})"},
-                {"type": "mrkdwn", "text": f"*Labelled predictions*\n{window.labelled} of {window.predictions}"},
-            ],
-        },
-    ]
-    if flow_run_url:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{flow_run_url}|Flow run>"}]})
-    return {"text": headline, "blocks": blocks}
+    facts = {
+        "Model": f"`{report.model_tag}`",
+        "Window": span,
+        "Live ROC AUC": f"{auc:.3f} ({auc - report.baseline_roc_auc:+.3f})",
+        "Labelled predictions": f"{window.labelled} of {window.predictions}",
+    }
+    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url})
 
 
 def retrain_message(
@@ -128,19 +108,25 @@ def retrain_message(
     verdict = "promoted to champion" if decision.promote else "rejected by the gate"
     headline = f"Retrained {challenger_tag.split(':')[0]}: {challenger_tag} {verdict}"
     reasons = "\n".join(f"• {line}" for line in decision.reasons)
-    blocks: list[dict[str, Any]] = [
+    blocks = _opening(headline, {"Why": reason, "Serving": serving})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Gate*\n{reasons}"[:3000]}})
+    return _message(headline, blocks, {"Flow run": flow_run_url})
+
+
+def _opening(headline: str, facts: dict[str, str]) -> list[dict[str, Any]]:
+    """A message's first blocks: the headline as its header, then the facts as labelled fields."""
+    fields = [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in facts.items()]
+    return [
         {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
-        {
-            "type": "section",
-            "fields": [
-                {"type": "mrkdwn", "text": f"*Why*\n{reason}"},
-                {"type": "mrkdwn", "text": f"*Serving*\n{serving}"},
-            ],
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Gate*\n{reasons}"[:3000]}},
+        {"type": "section", "fields": fields},
     ]
-    if flow_run_url:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{flow_run_url}|Flow run>"}]})
+
+
+def _message(headline: str, blocks: list[dict[str, Any]], links: dict[str, str | None]) -> dict[str, Any]:
+    """The message: `text` (notifications show it) and the blocks, ending with the links that exist."""
+    present = [f"<{url}|{label}>" for label, url in links.items() if url]
+    if present:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(present)}]})
     return {"text": headline, "blocks": blocks}
 
 

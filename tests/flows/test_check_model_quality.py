@@ -6,14 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cicloml.demo.churn import generate_churn_data, generate_traffic, served_features
+from cicloml.demo.churn import generate_traffic, served_features
 from cicloml.models.row_scorer import row_scoring
 from cicloml.prediction_log import PredictionLog
 from cicloml.registry import ModelRegistry
 from flows.check_model_quality import CheckQualityParams, check_model_quality
-from flows.materialize_features import MaterializeParams, materialize_features
-from flows.train import TrainParams, train
 from tests.conftest import ciclo_environment
+from tests.flows.world import world_with_champion
 from tests.unit.test_alerts import Receiver
 
 pytestmark = pytest.mark.slow
@@ -41,11 +40,7 @@ def test_a_quality_drop_alerts_once_and_requests_retraining_once(tmp_path):
         Receiver([]) as slack,
         ciclo_environment(tmp_path / "state", slack_webhook_url=slack.url.get_secret_value()) as settings,
     ):
-        materialize_features(
-            MaterializeParams(end=END, generate_demo_data=True, demo_customers=CUSTOMERS, demo_days=DAYS)
-        )
-        champion = train(TrainParams(as_of=END)).tag
-        history = generate_churn_data(END, customers=CUSTOMERS, days=DAYS, seed=7)  # what the flow generated
+        champion, history = world_with_champion(END, CUSTOMERS, DAYS)
         serve_and_log(settings, champion, history, "none", NORMAL)
         serve_and_log(settings, champion, history, "competitor_offer", CONCEPT_DRIFT)
 

@@ -5,15 +5,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cicloml.demo.churn import generate_churn_data, generate_traffic, served_features
+from cicloml.demo.churn import generate_traffic, served_features
 from cicloml.models.row_scorer import row_scoring
 from cicloml.profiling import read_window_profiles, window_folder
 from cicloml.registry import ModelRegistry
 from cicloml.traffic import TrafficProfiler
 from flows.detect_drift import DetectDriftParams, detect_drift
-from flows.materialize_features import MaterializeParams, materialize_features
-from flows.train import TrainParams, train
 from tests.conftest import ciclo_environment
+from tests.flows.world import world_with_champion
 from tests.unit.test_alerts import Receiver
 
 pytestmark = pytest.mark.slow
@@ -43,11 +42,7 @@ def test_drift_alerts_once_and_retrains_in_process(tmp_path):
         Receiver([]) as slack,
         ciclo_environment(tmp_path / "state", slack_webhook_url=slack.url.get_secret_value()) as settings,
     ):
-        materialize_features(
-            MaterializeParams(end=END, generate_demo_data=True, demo_customers=CUSTOMERS, demo_days=DAYS)
-        )
-        champion = train(TrainParams(as_of=END)).tag
-        history = generate_churn_data(END, customers=CUSTOMERS, days=DAYS, seed=7)  # what the flow generated
+        champion, history = world_with_champion(END, CUSTOMERS, DAYS)
         quiet_rows = serve_window(settings, champion, history, "none", QUIET)
         drifted_rows = serve_window(settings, champion, history, "price_rise", DRIFTED)
         merged = read_window_profiles(window_folder(settings.profiles_dir, champion, QUIET))
