@@ -95,6 +95,9 @@ class PrefectServer:
         """Point this process's Prefect client (`emit_event`, flows, `get_client`) at this server; events emitted
         inside are delivered before it returns."""
         self.wait_until_healthy()
+        # Prefect keeps one events worker per process and reads the API URL only when it starts one: a worker left
+        # by an earlier test (the session's test harness server) would carry these events there instead.
+        EventsWorker.drain_all()
         with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
             try:
                 yield
