@@ -59,6 +59,9 @@ class DemoSummary(BaseModel):
     """The model versions that answered once the loop closed."""
     live_roc_auc: dict[str, float | None]
     """Per traffic window, once its labels arrived."""
+    quality_drops: list[str]
+    """The windows whose live ROC AUC fell below training's by more than `quality.max_drop` (alerted): with a few
+    hundred labels a window, chance alone does it now and then."""
     batch_predictions: int
     drift_report: str
 
@@ -120,6 +123,7 @@ def demo(params: DemoParams = DemoParams()) -> DemoSummary:
         promoted=after != before,
         served_after=sorted(confirm.model_tags),
         live_roc_auc={windows.get(start, start.isoformat()): auc for start, auc in quality.window_roc_auc.items()},
+        quality_drops=[windows.get(start, start.isoformat()) for start in quality.degraded_windows],
         batch_predictions=predictions.rows,
         drift_report=drift.report_path,
     )

@@ -31,7 +31,10 @@ def test_the_demo_closes_the_loop(tmp_path):
     assert summary.served_after == [summary.champion_after]
     assert summary.failed_requests == 0
     assert summary.requests_served == 2 * CUSTOMERS // PER_REQUEST + 100 // PER_REQUEST
-    assert [body["text"].split(":")[0] for body in slack.bodies] == ["Drift in churn", "Retrained churn"]
+    # The labels of the demo's traffic are drawn anew each run (seeded by the time), so a window's live ROC AUC can
+    # dip past the tolerance by chance: then Slack hears that too, once per window the summary names.
+    expected = ["Drift in churn", "Retrained churn"] + ["Quality drop in churn"] * len(summary.quality_drops)
+    assert [body["text"].split(":")[0] for body in slack.bodies] == expected
     assert set(summary.live_roc_auc) == {"normal", "price_rise"}
     assert all(0.5 < auc < 1 for auc in summary.live_roc_auc.values()), summary.live_roc_auc
     assert summary.batch_predictions == CUSTOMERS
