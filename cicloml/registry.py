@@ -106,6 +106,10 @@ class ModelRegistry:
     def load(self, tag: str) -> LoadedModel:
         return load_model(self._get(tag))
 
+    def lineage(self, tag: str) -> Lineage:
+        """A version's lineage (features, threshold, metrics...) without loading its pipeline."""
+        return read_lineage(self._get(tag))
+
     def versions(self) -> list[ModelVersion]:
         """Every version, oldest first."""
         try:

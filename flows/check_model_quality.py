@@ -56,8 +56,8 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
     """Join the labels known by `known_by` to the model's logged predictions and measure every window."""
     settings = get_settings()
     spec = load_spec(settings.spec_path)
-    model = ModelRegistry(settings, spec.name).load(model_tag)
-    baseline = model.lineage.metrics.get("roc_auc")
+    lineage = ModelRegistry(settings, spec.name).lineage(model_tag)
+    baseline = lineage.metrics.get("roc_auc")
     if baseline is None:
         raise ConfigError(f"{model_tag} has no ROC AUC from training to compare live quality with")
     predictions = read_prediction_log(settings.prediction_log_dir, model_tag)
@@ -65,7 +65,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         predictions,
         read_labels(settings, spec.labels),
         spec=spec.labels,
-        entity_key=model.lineage.features.entity_keys[0],
+        entity_key=lineage.features.entity_keys[0],
         known_by=known_by,
         within=timedelta(hours=spec.quality.match_within_hours),
     )
@@ -73,7 +73,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         joined,
         model_tag=model_tag,
         baseline_roc_auc=baseline,
-        threshold=model.lineage.threshold,
+        threshold=lineage.threshold,
         spec=spec.quality,
         known_by=known_by,
     )

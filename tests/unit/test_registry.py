@@ -79,6 +79,7 @@ def test_lineage_and_reference_profile_round_trip(registry):
     expected = build_model()[0].predict_proba(frame[SCHEMA.features])
     np.testing.assert_array_equal(loaded.pipeline.predict_proba(frame[SCHEMA.features]), expected)
     assert registry.store.get(tag).info.metadata["feature_service"] == "churn_v1"
+    assert registry.lineage(tag) == loaded.lineage  # read from the metadata alone
 
 
 def test_promote_and_rollback_move_the_champion_pointer(registry):
