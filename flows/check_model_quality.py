@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, quality_message, send_once
@@ -115,7 +114,6 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
     retrain = "none"
     if report.degraded:
         newest = report.degraded_windows[-1]
-        in_process = params.retrain_in_process
         if not spec.quality.retrain_on_drop:
             retrain = "off"
         else:
@@ -128,7 +126,7 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
                 newest.window_start,
                 reason,
                 check="quality",
-                in_process=PREFECT_API_URL.value() is None if in_process is None else in_process,
+                in_process=params.retrain_in_process,
             )
     return CheckQualityResult(
         model_tag=model_tag,

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from prefect.settings import PREFECT_API_URL
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, drift_message, send_once
@@ -108,14 +107,13 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         if alert == "no_webhook":
             logger.warning("drift alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
             create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
-        in_process = PREFECT_API_URL.value() is None if params.retrain_in_process is None else params.retrain_in_process
         # Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it.
         retraining = "off"
         if spec.drift.retrain_on_drift and check == "drift":
             reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
             details = {"drifted_features": report.drifted_features}
             retraining = request_retraining(
-                model_tag, window_start, reason, details, check=check, in_process=in_process
+                model_tag, window_start, reason, details, check=check, in_process=params.retrain_in_process
             )
     return DetectDriftResult(
         model_tag=model_tag,

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL
 
 from cicloml.alerts import alert_key, mark_once
 from cicloml.settings import get_settings
@@ -34,16 +35,18 @@ def request_retraining(
     details: Mapping[str, Any] | None = None,
     *,
     check: Check,
-    in_process: bool,
+    in_process: bool | None = None,
 ) -> str:
     """Ask once for a retraining because `check` found `model_tag` wanting in the window starting `window_start`.
 
     Returns "requested" (event emitted), "ran" (`in_process`: the retrain flow ran here) or "already_requested".
+    `in_process` defaults to whether no Prefect server is configured (PREFECT_API_URL unset): a temporary server
+    has no deployment for the event to trigger.
     `reason` is shown in the retraining's Slack message; `details` (e.g. the drifted features) ride in the payload.
     """
     if not mark_once(get_settings().alerts_dir, f"retrain-request:{alert_key(model_tag, window_start)}"):
         return "already_requested"
-    if in_process:
+    if PREFECT_API_URL.value() is None if in_process is None else in_process:
         retrain(RetrainParams(reason=reason))
         return "ran"
     window = window_start.isoformat()
