@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo serve test lint bench-features bench-serve bench-profiling bench-training bench-drift system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,6 +16,13 @@ help: ## Show the targets
 demo: $(INSTALLED) ## The whole loop: serve, drift, Slack alert, retrain, new champion served (JSON summary last)
 	@mkdir -p $(PREFECT_HOME)
 	CICLO_PROFILE_WINDOW_SECONDS=$${CICLO_PROFILE_WINDOW_SECONDS:-20} $(BIN)/python -m flows.demo
+
+up: $(INSTALLED) ## Start Prefect (UI on 127.0.0.1:4200), a worker, every deployment and the model server (:3000)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python -m cicloml stack up
+
+down: ## Stop exactly what `make up` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m cicloml stack down; else echo "nothing to stop (no $(VENV))"; fi
 
 serve: $(INSTALLED) ## Serve the champion on 127.0.0.1:3000 and switch to each new champion with no failed request
 	$(BIN)/python -m cicloml serve $(SERVE_ARGS)

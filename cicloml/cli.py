@@ -7,12 +7,15 @@ cicloml models rollback          restore the previous champion
 cicloml check                    validate settings, the project spec and the Feast repo, then exit
 cicloml serve                    serve the champion's bento behind a local proxy; switch to each new champion
                                  with no failed request (SIGHUP: check the champion now)
+cicloml stack up|down|status     the local stack (`make up` / `make down`): Prefect server and UI, work pool and
+                                 worker, every deployment, and `cicloml serve`
 """
 
 import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cicloml.errors import ConfigError
 from cicloml.registry import ModelRegistry, ModelVersion
@@ -55,6 +58,23 @@ def _parser() -> argparse.ArgumentParser:
         "--poll-seconds", type=float, default=5.0, help="how often to check the champion (default: %(default)s)"
     )
     serve.set_defaults(run=_serve)
+
+    stack = commands.add_parser(
+        "stack",
+        help="start, stop or show the local stack: Prefect server, worker, deployments, model server",
+        description="The local stack behind `make up` / `make down`: a Prefect server (UI and API on "
+        "127.0.0.1:CICLO_PREFECT_PORT, database CICLO_PREFECT_DATABASE_URL or SQLite), a process worker for each "
+        "work pool in prefect.yaml, every deployment in it, and `cicloml serve` on 127.0.0.1:CICLO_SERVE_PORT. "
+        "PIDs and logs are kept under <state folder>/stack.",
+    )
+    stack_actions = stack.add_subparsers(required=True, metavar="ACTION")
+    stack_actions.add_parser(
+        "up", help="start everything and wait until it is healthy (says so if already up)"
+    ).set_defaults(run=_stack_up)
+    stack_actions.add_parser("down", help="stop exactly what `up` started").set_defaults(run=_stack_down)
+    stack_actions.add_parser("status", help="what `up` started, and whether it still runs").set_defaults(
+        run=_stack_status
+    )
 
     models = commands.add_parser("models", help="model versions and the champion")
     actions = models.add_subparsers(required=True, metavar="ACTION")
@@ -138,6 +158,48 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     print(f"champion: {_registry().rollback()}")
+    return 0
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    from cicloml import stack
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        status = stack.up(get_settings(), Path.cwd(), say)
+    except stack.StackError as error:
+        print(f"cicloml: the stack did not start, and what had started is stopped again: {error}", file=sys.stderr)
+        return 1
+    assert status.stack is not None
+    print(("already up:\n" if status.already_up else "") + status.stack.summary())
+    print("stop it with `make down`")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace) -> int:
+    from cicloml import stack
+
+    stopped = stack.down(get_settings())
+    for process in stopped:
+        print(f"stopped {process.name} (pid {process.pid})")
+    if not stopped:
+        print("nothing to stop: the stack is not up")
+    return 0
+
+
+def _stack_status(args: argparse.Namespace) -> int:
+    from cicloml import stack
+
+    status = stack.stack_status(get_settings())
+    if status.stack is None:
+        print("the stack is not up (start it with `make up`)")
+        return 3
+    print(status.stack.summary())
+    if status.dead:
+        print(f"stopped since: {', '.join(status.dead)} (see their logs; `make down`, then `make up`)")
+        return 1
     return 0
 
 

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     """Slack incoming-webhook URL for drift and retraining messages (a credential: never logged); none: the
     messages go to the log and a Prefect artifact instead."""
 
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    """Port of the Prefect server (UI and API) that `make up` starts on 127.0.0.1."""
+
+    serve_port: int = Field(3000, ge=1, le=65535)
+    """Port on 127.0.0.1 where `make up` serves the champion (`cicloml serve`)."""
+
+    prefect_database_url: SecretStr | None = None
+    """SQLAlchemy URL of the database the Prefect server `make up` starts should use, e.g.
+    `postgresql+asyncpg://prefect:secret@db:5432/prefect`; none: SQLite under Prefect's home."""
+
     bento_cloud_api_key: SecretStr | None = Field(None, validation_alias="BENTO_CLOUD_API_KEY")
     """BentoCloud API token, under BentoML's own variable name (`bentoml` reads it too, with
     BENTO_CLOUD_API_ENDPOINT); with it, or a `bentoml cloud login`, building a bento also deploys it."""
@@ -104,6 +114,11 @@ class Settings(BaseSettings):
     def profiles_dir(self) -> Path:
         """Live traffic profiles: `<model name>/<model version>/<window start>/<worker>.bin`."""
         return self.state_dir / "profiles"
+
+    @property
+    def stack_dir(self) -> Path:
+        """What `make up` started: `stack.json` (PIDs, URLs) and one log per process."""
+        return self.state_dir / "stack"
 
     @property
     def prediction_log_dir(self) -> Path:

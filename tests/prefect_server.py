@@ -82,7 +82,12 @@ class PrefectServer:
         self.wait_until_healthy()
         log_path = self.work_dir / f"worker-{pool}.log"
         command = [str(PREFECT), "worker", "start", "--pool", pool, "--type", "process"]
-        worker_env = {**self.env, "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_SECONDS, **(env or {})}
+        worker_env = {
+            **self.env,
+            "PREFECT_WORKER_QUERY_SECONDS": WORKER_POLL_SECONDS,
+            "CICLO_PROJECT_DIR": str(ROOT),  # prefect.yaml's pull step: flow runs start in this checkout
+            **(env or {}),
+        }
         process = self._start(f"worker {pool}", command, log_path, worker_env)
         try:
             yield log_path
@@ -145,11 +150,12 @@ class PrefectServer:
 
 
 @contextmanager
-def local_prefect_server(work_dir: Path, *, scheduler: bool = False) -> Iterator[PrefectServer]:
+def local_prefect_server(work_dir: Path, *, scheduler: bool = False, ui: bool = False) -> Iterator[PrefectServer]:
     """`prefect server start` on a free 127.0.0.1 port with its home and database in `work_dir`; stopped (with
     any worker and flow run still alive) on exit.
 
-    The scheduler is off by default so that prefect.yaml's schedules do not start runs in the middle of a test.
+    The scheduler is off by default so that prefect.yaml's schedules do not start runs in the middle of a test; so
+    is the UI, which only browser tests look at.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -163,7 +169,10 @@ def local_prefect_server(work_dir: Path, *, scheduler: bool = False) -> Iterator
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "INFO",  # e.g. which automation each event reached, for a failed wait
-        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": str(ui).lower(),
+        # The browser calls the API at this URL (it defaults to PREFECT_API_URL): named, so that a developer's own
+        # PREFECT_UI_API_URL cannot send the UI elsewhere.
+        "PREFECT_SERVER_UI_API_URL": api_url,
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": str(scheduler).lower(),
     }
     server = PrefectServer(api_url=api_url, work_dir=work_dir, env=env)
