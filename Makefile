@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift bench-operations system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, be
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/bench_training.py
+
+bench-operations: $(INSTALLED) ## Scheduled deployment runs' start latency beside runs asked for now (prints JSON)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python benchmarks/bench_operations.py
 
 system-packages: ## Install the Debian packages the tests use (as root), or say which are missing
 	@bash .ci/system-packages
