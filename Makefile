@@ -52,7 +52,7 @@ bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and ba
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/bench_training.py
 
-bench-operations: $(INSTALLED) ## Scheduled deployment runs' start latency beside runs asked for now (prints JSON)
+bench-operations: $(INSTALLED) ## Time make up to healthy, and scheduled runs' start latency beside runs asked for now (JSON)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/bench_operations.py
 

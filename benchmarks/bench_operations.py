@@ -1,4 +1,11 @@
-"""Operations benchmark: how late a scheduled deployment run starts, beside a run asked for now; prints one JSON object.
+"""Operations benchmark: how long `make up` takes to a healthy stack, and how late a scheduled deployment run starts
+beside a run asked for now; prints one JSON object.
+
+Time to a healthy stack: `make up` returns once every part answers (Prefect's /api/health, the worker ONLINE in its
+pool, the champion's bento ready behind `cicloml serve`), so its wall time is the measure. On a state folder with
+a trained champion: cold (a fresh Prefect database, the bento not built yet) and warm (`make down`, then `make up`
+again: database and bento exist). Baseline in the same run: a bare `prefect server start` until it is healthy, the
+least any stack with a Prefect server takes; `ratio_*` are make up / bare server.
 
 Scheduled-run latency (scheduled time -> running, for a 1-minute test schedule): a real Prefect server with its
 scheduler on and a process worker on a work pool of the benchmark's own, started as the flow tests start them
@@ -17,14 +24,15 @@ Each latency is split at the run's Pending state (the worker took the run and st
 `taken_s` = Pending - expected start (negative: taken before it was due), `pending_s` = start - Pending (the process
 starting, and a run taken early waiting until it is due).
 The worker asks for runs every `--poll-seconds` (PREFECT_WORKER_QUERY_SECONDS; default Prefect's own 10 s, as the
-worker of `make up` runs) and takes those due within `--prefetch-seconds` (PREFECT_WORKER_PREFETCH_SECONDS, 10 s):
+worker of `make up` runs) and takes those due within `--prefetch-seconds` (PREFECT_WORKER_PREFETCH_SECONDS; default
+30 s, as `make up` sets it; Prefect's own is 10 s):
 so a run asked for now waits for the next poll (up to one interval), then for its process to start; a scheduled run
 can be taken up to the prefetch early, its process started before it is due, and the server holds it until then
 (Prefect's WaitForScheduledTime rule), so its latency is only what the prefetch did not cover. It can be a fraction
 of a second below zero: the server rounds that wait to whole seconds.
 
-    python benchmarks/bench_operations.py                      # about 4 minutes (3 runs of each)
-    python benchmarks/bench_operations.py --runs 5 --prefetch-seconds 30
+    python benchmarks/bench_operations.py                      # about 8 minutes (3 runs of each)
+    python benchmarks/bench_operations.py --runs 5 --prefetch-seconds 10
 
 Progress goes to stderr. Nothing here asserts on timings; they are wall-clock times on a machine others may share.
 """
@@ -33,8 +41,10 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from datetime import datetime, timedelta, timezone
@@ -48,7 +58,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: import the tests' Prefect server harness
 
+from tests.conftest import ciclo_environment, free_port  # noqa: E402
 from tests.prefect_server import PrefectServer, local_prefect_server  # noqa: E402
+from tests.service.state import build_served_state  # noqa: E402
 
 POOL = "bench-operations"
 TICK_ENTRYPOINT = "benchmarks/tick.py:tick"
@@ -156,6 +168,48 @@ def summarize(timings: list[dict[str, Any]]) -> dict[str, Any]:
     return {"runs": timings, "p50_s": statistics.median(latencies), "max_s": max(latencies)}
 
 
+def measure_make_up(work_dir: Path) -> dict[str, Any]:
+    """Wall time of `make up` (cold, then warm) on a state folder with a champion, beside a bare Prefect server."""
+    with ciclo_environment(work_dir / "state") as settings:
+        log("building a state folder with a champion")
+        build_served_state(settings, datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0))
+        env = {
+            **os.environ,
+            "CICLO_STATE_DIR": str(settings.state_dir),
+            "CICLO_SPEC_PATH": str(settings.spec_path),
+            "CICLO_PREFECT_PORT": str(free_port()),
+            "CICLO_SERVE_PORT": str(free_port()),
+            "PREFECT_HOME": str(work_dir / "prefect"),
+        }
+    started = time.perf_counter()
+    with local_prefect_server(work_dir / "bare") as server:
+        server.wait_until_healthy()
+        bare = time.perf_counter() - started
+    log(f"bare Prefect server healthy in {bare:.1f} s")
+    timings = {}
+    for attempt in ("cold", "warm"):
+        started = time.perf_counter()
+        try:
+            make("up", env)
+            timings[attempt] = time.perf_counter() - started
+        finally:
+            make("down", env)
+        log(f"make up ({attempt}) healthy in {timings[attempt]:.1f} s")
+    return {
+        "bare_prefect_server_s": bare,
+        "make_up_cold_s": timings["cold"],
+        "make_up_warm_s": timings["warm"],
+        "ratio_cold": timings["cold"] / bare,
+        "ratio_warm": timings["warm"] / bare,
+    }
+
+
+def make(target: str, env: dict[str, str]) -> None:
+    done = subprocess.run(["make", "-s", target], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"make {target} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="scheduled runs, and immediate runs, to time (default 3)")
@@ -163,11 +217,12 @@ def main() -> None:
         "--poll-seconds", type=float, default=10.0, help="the worker's PREFECT_WORKER_QUERY_SECONDS (default 10)"
     )
     parser.add_argument(
-        "--prefetch-seconds", type=float, default=10.0, help="the worker's PREFECT_WORKER_PREFETCH_SECONDS (default 10)"
+        "--prefetch-seconds", type=float, default=30.0, help="the worker's PREFECT_WORKER_PREFETCH_SECONDS (default 30)"
     )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-operations-") as folder:
+        stack = measure_make_up(Path(folder) / "stack")
         log("starting a Prefect server (scheduler on) and a process worker")
         with prefect_with_worker(Path(folder), args.poll_seconds, args.prefetch_seconds) as server:
             immediate = measure_immediate_runs(server, args.runs)
@@ -176,6 +231,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "cicloml operations",
+                "make_up_to_healthy": stack,
                 "scheduled_run_latency": scheduled,
                 "immediate_run_latency": immediate,
                 "ratio_p50": scheduled["p50_s"] / immediate["p50_s"],

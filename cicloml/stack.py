@@ -66,7 +66,7 @@ class Stack(BaseModel):
             [
                 f"Prefect UI   {self.prefect_ui}  (deployments: {self.prefect_ui}/deployments)",
                 f"Prefect API  {self.prefect_api}",
-                f"model server {self.service}  (OpenAPI docs: {self.service}/docs)",
+                f"model server {self.service}  (OpenAPI docs: {self.service}/, spec {self.service}/docs.json)",
                 *(f"  {process.name:<14} pid {process.pid:<8} log {process.log}" for process in self.processes),
             ]
         )
@@ -172,7 +172,7 @@ class _Starter:
         }
 
     def start_all(self) -> None:
-        steps = 5
+        steps = 4
         self.say(f"[1/{steps}] Prefect server on {self.stack.prefect_ui}")
         server_env = {
             "PREFECT_SERVER_API_HOST": HOST,
@@ -195,7 +195,13 @@ class _Starter:
             command = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
             # prefect.yaml's pull step starts flow runs in CICLO_PROJECT_DIR, read when a run starts: only the
             # worker has it, so the deployments name no folder and any clone's worker can run them.
-            worker = self._start(f"worker-{pool}", command, {"CICLO_PROJECT_DIR": str(self.stack.project_dir)})
+            env = {
+                "CICLO_PROJECT_DIR": str(self.stack.project_dir),
+                # Take scheduled runs up to 30 s early and start their process before they are due, so that they
+                # start on time (a run's process takes 6-8 s to start here; benchmarks/bench_operations.py).
+                "PREFECT_WORKER_PREFETCH_SECONDS": os.environ.get("PREFECT_WORKER_PREFETCH_SECONDS", "30"),
+            }
+            worker = self._start(f"worker-{pool}", command, env)
             self._wait(worker, f"a worker online in {pool}", lambda pool=pool: self._worker_online(pool))
 
         self.say(f"[4/{steps}] model server on {self.stack.service} (`cicloml serve`)")
@@ -212,7 +218,6 @@ class _Starter:
             lambda: _answers(f"{self.stack.service}/readyz", healthy),
             SERVE_TIMEOUT_S,
         )
-        self.say(f"[5/{steps}] up")
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> StackProcess:
         log = self.settings.stack_dir / f"{name}.log"
