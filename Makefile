@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift bench-operations system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, be
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/bench_training.py
+
+bench-dask: $(INSTALLED) ## The drift flow over 20 model versions on the Dask task runner vs threads (prints JSON)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python benchmarks/bench_dask.py
 
 bench-operations: $(INSTALLED) ## Time make up to healthy, and scheduled runs' start latency beside runs asked for now (JSON)
 	@mkdir -p $(PREFECT_HOME)

@@ -2,7 +2,8 @@
 
 Predictions land in two places a dashboard can read: a Parquet dataset partitioned by date, and a SQLite table.
 Both writes are idempotent per date (the date's predictions are replaced, never appended) and atomic (a temp
-file renamed into place; one transaction).
+file renamed into place; one transaction). Dates can be scored at once (a backfill): each writes its own Parquet
+partition, and the SQLite transactions take turns.
 """
 
 import sqlite3
@@ -13,8 +14,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
+from cicloml.feature_store import fetch_latest_features, open_store
 from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel
+from cicloml.settings import Settings
 
 TABLE = "predictions"
 
@@ -52,7 +55,10 @@ def write_predictions(predictions: pd.DataFrame, predictions_dir: Path, as_of: d
     rows = predictions.assign(as_of_date=day, as_of=_as_text(predictions["as_of"]))
     rows["scored_at"] = _as_text(rows["scored_at"])
     columns = ", ".join(f'"{column}"' for column in rows.columns)
-    with sqlite3.connect(table_path) as connection:  # one transaction: the old day goes only if the new day lands
+    # One transaction: the old day goes only if the new day lands. Taken for writing at once (IMMEDIATE), so a date
+    # written at the same time waits for it (up to the timeout) instead of failing with "database is locked".
+    with sqlite3.connect(table_path, timeout=60, isolation_level=None) as connection:
+        connection.execute("BEGIN IMMEDIATE")
         connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns})")
         connection.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_by_date ON {TABLE} (as_of_date)")
         connection.execute(f"DELETE FROM {TABLE} WHERE as_of_date = ?", (day,))
@@ -68,6 +74,14 @@ def write_predictions(predictions: pd.DataFrame, predictions_dir: Path, as_of: d
         parquet_path=parquet_path,
         table_path=table_path,
     )
+
+
+def predict_date(model: LoadedModel, repo_dir: Path, settings: Settings, as_of: datetime) -> PredictionReport:
+    """Score every entity live as of `as_of` with `model` and replace that date's predictions: one date whole, so
+    that a backfill can run its dates apart. It opens its own Feast store: a store handle does not travel between
+    processes."""
+    frame = fetch_latest_features(open_store(repo_dir, settings), model.lineage.feature_service, as_of)
+    return write_predictions(score_entities(model, frame, as_of), settings.predictions_dir, as_of)
 
 
 def _as_text(times: pd.Series) -> pd.Series:

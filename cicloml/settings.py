@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     redis_url: str = "127.0.0.1:6379"
     """Feast Redis connection string (`host:port[,db=0][,password=...]`), used when `online_store` is redis."""
 
+    task_runner: Literal["threads", "dask"] = "threads"
+    """Where the flows' parallel parts (per-model drift checks, backfill dates, hyperparameter search candidates)
+    run: threads in the flow's process (a search's candidates one after another), or a Dask cluster (prefect-dask)
+    at `dask_address`."""
+
+    dask_address: str | None = None
+    """The Dask scheduler the `dask` task runner uses (e.g. `tcp://scheduler:8786`); none: a temporary local
+    cluster of worker processes, one per flow run, sized to this machine's cores."""
+
     model_tag: str | None = None
     """The model version a service pins (`name:version`); by default the champion when the service starts."""
 

@@ -1,8 +1,12 @@
-"""batch-predict: score every known entity as of a date with the champion ("precomputed predictions")."""
+"""batch-predict: score every known entity as of a date with the champion ("precomputed predictions").
 
-from datetime import datetime, timezone
+backfill-predictions does it for a run of past dates, one task per date on the configured task runner (threads, or
+Dask with CICLO_TASK_RUNNER=dask: `flows/runners.py`).
+"""
 
-from prefect import flow, get_run_logger
+from datetime import datetime, timedelta, timezone
+
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
@@ -14,6 +18,7 @@ from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from flows import tasks
 from flows.local import run_locally
+from flows.runners import ConfiguredTaskRunner
 
 
 class BatchPredictParams(BaseModel):
@@ -50,6 +55,47 @@ def batch_predict(params: BatchPredictParams = BatchPredictParams()) -> Predicti
     )
     get_run_logger().info("Scored %d entities with %s into %s", report.rows, tag, report.parquet_path)
     return report
+
+
+class BackfillParams(BaseModel):
+    start: datetime
+    """The first date to score, as of this time of day; every date after it to `end` is scored as of the same time."""
+    end: datetime
+    """The last date to score (inclusive)."""
+    model_tag: str | None = None
+    """Score with this version instead of the champion."""
+
+
+class BackfillResult(BaseModel):
+    model_tag: str
+    reports: list[PredictionReport]
+    """One per date, oldest first."""
+
+
+@flow(name="backfill-predictions", task_runner=ConfiguredTaskRunner())
+def backfill_predictions(params: BackfillParams) -> BackfillResult:
+    """Score every date from `start` to `end` as batch-predict would have on that date, one task per date in
+    parallel on the configured task runner; each date's predictions are replaced, never added to."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    registry = ModelRegistry(settings, spec.name)
+    tag = params.model_tag or registry.champion()
+    if tag is None:
+        raise ConfigError(f"{spec.name} has no champion yet: run the train flow, or pass model_tag")
+    days = (params.end.date() - params.start.date()).days
+    if days < 0:
+        raise ConfigError(f"backfill end {params.end:%Y-%m-%d} is before its start {params.start:%Y-%m-%d}")
+
+    model = tasks.load_model(registry, tag)
+    dates = [params.start + timedelta(days=day) for day in range(days + 1)]
+    reports = tasks.predict_date.map(unmapped(model), unmapped(spec.features.repo), unmapped(settings), dates).result()
+    create_markdown_artifact(
+        key="backfill-predictions",
+        markdown=f"**{sum(report.rows for report in reports)} predictions** for {len(reports)} dates "
+        f"({dates[0]:%Y-%m-%d} to {dates[-1]:%Y-%m-%d}) with `{tag}`",
+    )
+    get_run_logger().info("Scored %d dates with %s", len(reports), tag)
+    return BackfillResult(model_tag=tag, reports=reports)
 
 
 if __name__ == "__main__":

@@ -4,23 +4,29 @@ The service writes whylogs profiles of its traffic per worker and window (`ciclo
 window's profiles, scores every feature against the reference profile saved with the model, and on drift alerts
 Slack once per model and window and asks for retraining: a `cicloml.drift.detected` event for the `retrain/on-drift`
 deployment's trigger, or, with no Prefect server to react to it (the embedded demo), the retrain flow directly.
+
+detect-drift-all does the same for every model version that served a window (a switch, a canary, a shadow model):
+the per-version checks run in parallel on the configured task runner (`flows/runners.py`), the alerts and
+retraining requests after them in the flow, one version at a time.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, drift_message, send_once
-from cicloml.drift import compare_profiles, write_html_report
 from cicloml.errors import ConfigError
-from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
+from cicloml.monitoring import WindowCheck, versions_with_traffic
+from cicloml.profiling import newest_finished_window
 from cicloml.registry import ModelRegistry
-from cicloml.settings import get_settings
-from cicloml.spec import load_spec
+from cicloml.settings import Settings, get_settings
+from cicloml.spec import ProjectSpec, load_spec
+from flows import tasks
 from flows.local import run_locally
 from flows.retraining import request_retraining
+from flows.runners import ConfiguredTaskRunner
 from flows.runs import flow_run_url
 
 
@@ -60,48 +66,74 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
     """Compare one window of the served model's traffic with its training reference; alert and retrain on drift."""
     settings = get_settings()
     spec = load_spec(settings.spec_path)
-    logger = get_run_logger()
-    registry = ModelRegistry(settings, spec.name)
-    model_tag = params.model_tag or registry.champion()
+    model_tag = params.model_tag or ModelRegistry(settings, spec.name).champion()
     if model_tag is None:
         raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so there is no traffic to check")
-    model = registry.load(model_tag)
-    windows = window_starts(settings.profiles_dir, model_tag)
-    if not windows:
-        raise FileNotFoundError(f"no traffic profiles for {model_tag} under {settings.profiles_dir}: served yet?")
-    now = datetime.now(timezone.utc)
-    window_start = params.window_start or newest_finished_window(windows, settings.profile_window_seconds, now)
-    window_end = window_start + timedelta(seconds=settings.profile_window_seconds)
-    # The first window a model serves is where training/serving skew shows; drift is change after it.
-    check = "skew" if window_start == windows[0] else "drift"
+    check = tasks.check_window(settings, spec, model_tag, params.window_start, now=datetime.now(timezone.utc))
+    report = check.report
+    create_markdown_artifact(key="drift", markdown=report.markdown(), description=f"{model_tag} {report.window_start}")
+    create_link_artifact(key="drift-report", link=check.report_path.as_uri(), link_text="drift report (HTML)")
+    return act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process)
 
-    current = read_window_profiles(window_folder(settings.profiles_dir, model_tag, window_start))
-    report = compare_profiles(
-        model.reference_profile(),
-        current,
-        features=model.lineage.features.features,
-        spec=spec.drift,
-        model_tag=model_tag,
-        window_start=window_start,
-        window_end=window_end,
-        check=check,
-    )
-    report_path = write_html_report(report, settings.reports_dir)
-    create_markdown_artifact(key="drift", markdown=report.markdown(), description=f"{model_tag} {window_start}")
-    create_link_artifact(key="drift-report", link=report_path.as_uri(), link_text="drift report (HTML)")
-    rows = int(current.metadata.get("rows", 0))
+
+class DetectDriftAllParams(BaseModel):
+    window_start: datetime | None = None
+    """The window to check (its UTC start); default the newest finished window with traffic from any version."""
+    model_tags: list[str] | None = None
+    """The model versions to check; default every version of the spec's model with traffic in the window."""
+    retrain_in_process: bool | None = None
+    """As in detect-drift."""
+
+
+class DetectDriftAllResult(BaseModel):
+    window_start: datetime
+    results: list[DetectDriftResult]
+    """One per model version checked, in the order of `model_tags` (by default, of their tags)."""
+
+
+@flow(name="detect-drift-all", task_runner=ConfiguredTaskRunner())
+def detect_drift_all(params: DetectDriftAllParams = DetectDriftAllParams()) -> DetectDriftAllResult:
+    """Check one window of every model version that served it, in parallel on the configured task runner (threads,
+    or Dask with CICLO_TASK_RUNNER=dask); then alert and retrain per drifted version, as detect-drift does."""
+    settings = get_settings()
+    spec = load_spec(settings.spec_path)
+    now = datetime.now(timezone.utc)
+    served = versions_with_traffic(settings.profiles_dir, spec.name)
+    if not served:
+        raise FileNotFoundError(f"no traffic profiles for {spec.name} under {settings.profiles_dir}: served yet?")
+    every_window = sorted({start for starts in served.values() for start in starts})
+    window_start = params.window_start or newest_finished_window(every_window, settings.profile_window_seconds, now)
+    model_tags = params.model_tags or [tag for tag, starts in served.items() if window_start in starts]
+
+    checks = tasks.check_window.map(
+        unmapped(settings), unmapped(spec), model_tags, unmapped(window_start), now=unmapped(now)
+    ).result()
+    create_markdown_artifact(key="drift-all", markdown=_summary(checks), description=window_start.isoformat())
+    results = [act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process) for check in checks]
+    return DetectDriftAllResult(window_start=window_start, results=results)
+
+
+def act_on_check(
+    check: WindowCheck, settings: Settings, spec: ProjectSpec, *, retrain_in_process: bool | None
+) -> DetectDriftResult:
+    """What the flows do with a checked window, in the flow's process: log it and, on drift, alert Slack once and
+    ask once for retraining (not for skew)."""
+    logger = get_run_logger()
+    report = check.report
+    model_tag, window_start = report.model_tag, report.window_start
+    assert window_start is not None, "check_window always sets the window"
     logger.info(
         "%s, window %s (%d rows): %s; features over the threshold: %s",
         model_tag,
         window_start,
-        rows,
+        check.rows,
         report.title,
         ", ".join(report.drifted_features) or "none",
     )
 
     alert, retraining = "none", "none"
     if report.drifted:
-        message = drift_message(report, flow_run_url=flow_run_url(), report_url=report_path.as_uri())
+        message = drift_message(report, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri())
         key = alert_key(model_tag, window_start)
         alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
         if alert == "no_webhook":
@@ -109,26 +141,38 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
             create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
         # Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it.
         retraining = "off"
-        if spec.drift.retrain_on_drift and check == "drift":
+        if spec.drift.retrain_on_drift and report.check == "drift":
             reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
             details = {"drifted_features": report.drifted_features}
             retraining = request_retraining(
-                model_tag, window_start, reason, details, check=check, in_process=params.retrain_in_process
+                model_tag, window_start, reason, details, check=report.check, in_process=retrain_in_process
             )
     return DetectDriftResult(
         model_tag=model_tag,
         window_start=window_start,
-        check=check,
+        check=report.check,
         verdict=report.title,
-        rows=rows,
+        rows=check.rows,
         drifted=report.drifted,
         drifted_features=report.drifted_features,
         prediction_score=report.prediction.score if report.prediction else None,
         quality_issues=len(report.quality_issues),
-        report_path=str(report_path),
+        report_path=str(check.report_path),
         alert=alert,
         retrain=retraining,
     )
+
+
+def _summary(checks: list[WindowCheck]) -> str:
+    """One row per model version: the detect-drift-all run's artifact."""
+    lines = ["| model | check | verdict | rows | features over the threshold | report |", "|---|---|---|---:|---|---|"]
+    for check in checks:
+        report = check.report
+        lines.append(
+            f"| {report.model_tag} | {report.check} | {report.title} | {check.rows:,} "
+            f"| {', '.join(report.drifted_features) or '—'} | [HTML]({check.report_path.as_uri()}) |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ retry because a locked SQLite file or a Redis blip is worth a second try.
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import batch, bento, checks, feature_store, lineage, training
+from cicloml import batch, bento, checks, feature_store, lineage, monitoring, training
 from cicloml.demo import churn
 from cicloml.registry import ModelRegistry
+from flows.runners import spread_joblib
 
 _step = task(cache_policy=NO_CACHE)
 _store_step = task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -24,7 +25,7 @@ fetch_latest_features = _store_step(feature_store.fetch_latest_features)
 
 # training
 validate_training_frame = _step(checks.validate_training_frame)
-fit_model = _step(training.fit_model)
+fit_model = _step(spread_joblib(training.fit_model))  # on the Dask runner, a search's candidates run on the cluster
 tune_threshold = _step(training.tune_threshold)
 evaluate_model = _step(training.evaluate_model)
 evaluate_champion = _step(training.evaluate_champion)
@@ -37,9 +38,13 @@ register_model = _store_step(ModelRegistry.register)
 promote_model = _store_step(ModelRegistry.promote)
 load_model = _store_step(ModelRegistry.load)
 
+# monitoring
+check_window = _step(monitoring.check_window)
+
 # batch scoring
 score_entities = _step(batch.score_entities)
 write_predictions = _step(batch.write_predictions)
+predict_date = _store_step(batch.predict_date)
 
 # serving
 build_bento = _step(bento.build_bento)

@@ -15,6 +15,7 @@ from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
 from cicloml.training import read_labels, split_by_time
 from flows import tasks
 from flows.local import run_locally
+from flows.runners import ConfiguredTaskRunner
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ class TrainResult(BaseModel):
     decision: GateDecision
 
 
-@flow(name="train")
+@flow(name="train", task_runner=ConfiguredTaskRunner())
 def train(params: TrainParams = TrainParams()) -> TrainResult:
     """Train a challenger on the point-in-time training frame, gate it against the champion on the same test
     window, register it (labelled with the gate's outcome) and promote it if it passed."""

@@ -5,14 +5,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cicloml.demo.churn import generate_traffic, served_features
-from cicloml.models.row_scorer import row_scoring
 from cicloml.profiling import read_window_profiles, window_folder
 from cicloml.registry import ModelRegistry
-from cicloml.traffic import TrafficProfiler
 from flows.detect_drift import DetectDriftParams, detect_drift
 from tests.conftest import ciclo_environment
-from tests.flows.world import world_with_champion
+from tests.flows.world import serve_window, world_with_champion
 from tests.unit.test_alerts import Receiver
 
 pytestmark = pytest.mark.slow
@@ -20,21 +17,6 @@ pytestmark = pytest.mark.slow
 END = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
 CUSTOMERS, DAYS = 500, 60
 QUIET, DRIFTED = END + timedelta(hours=1), END + timedelta(hours=2)  # two hourly windows of traffic
-
-
-def serve_window(settings, champion: str, history, scenario: str, window_start: datetime) -> int:
-    """Profile one window of served traffic as the service's workers would (two workers' files)."""
-    registry = ModelRegistry(settings, "churn")
-    model = registry.load(champion)
-    features = served_features(history, generate_traffic(history, window_start, scenario=scenario))
-    schema = model.lineage.features
-    for worker, part in (("worker-a", features.iloc[::2]), ("worker-b", features.iloc[1::2])):
-        columns = {name: part[name].tolist() for name in schema.features}
-        scores = row_scoring(model.pipeline, schema)(columns).tolist()
-        profiler = TrafficProfiler(settings.profiles_dir, champion, worker, clock=lambda: window_start.timestamp() + 60)
-        profiler.record(columns, scores)
-        profiler.close()
-    return len(features)
 
 
 def test_drift_alerts_once_and_retrains_in_process(tmp_path):

@@ -2,7 +2,11 @@
 
 from datetime import datetime
 
-from cicloml.demo.churn import DemoTables, generate_churn_data
+from cicloml.demo.churn import DemoTables, Scenario, generate_churn_data, generate_traffic, served_features
+from cicloml.models.row_scorer import row_scoring
+from cicloml.registry import ModelRegistry
+from cicloml.settings import Settings
+from cicloml.traffic import TrafficProfiler
 from flows.materialize_features import MaterializeParams, materialize_features
 from flows.train import TrainParams, train
 
@@ -13,3 +17,22 @@ def world_with_champion(end: datetime, customers: int, days: int) -> tuple[str, 
     materialize_features(MaterializeParams(end=end, generate_demo_data=True, demo_customers=customers, demo_days=days))
     champion = train(TrainParams(as_of=end)).tag
     return champion, generate_churn_data(end, customers=customers, days=days, seed=7)
+
+
+def serve_window(
+    settings: Settings, model_tag: str, history: DemoTables, scenario: Scenario, window_start: datetime
+) -> int:
+    """Profile one window of served traffic as the service's workers would (two workers' files)."""
+    registry = ModelRegistry(settings, "churn")
+    model = registry.load(model_tag)
+    features = served_features(history, generate_traffic(history, window_start, scenario=scenario))
+    schema = model.lineage.features
+    for worker, part in (("worker-a", features.iloc[::2]), ("worker-b", features.iloc[1::2])):
+        columns = {name: part[name].tolist() for name in schema.features}
+        scores = row_scoring(model.pipeline, schema)(columns).tolist()
+        profiler = TrafficProfiler(
+            settings.profiles_dir, model_tag, worker, clock=lambda: window_start.timestamp() + 60
+        )
+        profiler.record(columns, scores)
+        profiler.close()
+    return len(features)

@@ -1,0 +1,66 @@
+"""Checking served traffic: which model versions served a window, and one version's window against its reference.
+
+`check_window` is the whole per-model drift check (load the reference, merge the window's worker files, compare,
+write the HTML report). It takes its settings and spec as arguments rather than reading them, so it runs the same
+in the flow's process and on a Dask worker whose environment is not the flow's.
+"""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from cicloml.drift import DriftReport, compare_profiles, write_html_report
+from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
+from cicloml.registry import ModelRegistry
+from cicloml.settings import Settings
+from cicloml.spec import ProjectSpec
+
+
+class WindowCheck(BaseModel):
+    """One model version's window compared with its training reference."""
+
+    report: DriftReport
+    rows: int
+    """Rows the service's workers profiled in the window."""
+    report_path: Path
+    """The HTML report."""
+
+
+def check_window(
+    settings: Settings, spec: ProjectSpec, model_tag: str, window_start: datetime | None, *, now: datetime
+) -> WindowCheck:
+    """Compare `model_tag`'s traffic in the window starting `window_start` (default: its newest finished window with
+    traffic) with the reference saved with the model, and write the HTML report.
+
+    The model's first served window is checked for training/serving skew; the windows after it for drift.
+    """
+    model = ModelRegistry(settings, spec.name).load(model_tag)
+    windows = window_starts(settings.profiles_dir, model_tag)
+    if not windows:
+        raise FileNotFoundError(f"no traffic profiles for {model_tag} under {settings.profiles_dir}: served yet?")
+    window_start = window_start or newest_finished_window(windows, settings.profile_window_seconds, now)
+    current = read_window_profiles(window_folder(settings.profiles_dir, model_tag, window_start))
+    report = compare_profiles(
+        model.reference_profile(),
+        current,
+        features=model.lineage.features.features,
+        spec=spec.drift,
+        model_tag=model_tag,
+        window_start=window_start,
+        window_end=window_start + timedelta(seconds=settings.profile_window_seconds),
+        # The first window a model serves is where training/serving skew shows; drift is change after it.
+        check="skew" if window_start == windows[0] else "drift",
+    )
+    return WindowCheck(
+        report=report,
+        rows=int(current.metadata.get("rows", 0)),
+        report_path=write_html_report(report, settings.reports_dir),
+    )
+
+
+def versions_with_traffic(profiles_dir: Path, model_name: str) -> dict[str, list[datetime]]:
+    """Every version of `model_name` with traffic profiles: its tag and the starts of its windows, oldest first."""
+    folder = profiles_dir / model_name
+    tags = sorted(f"{model_name}:{path.name}" for path in folder.glob("*") if path.is_dir()) if folder.is_dir() else []
+    return {tag: starts for tag in tags if (starts := window_starts(profiles_dir, tag))}
