@@ -172,8 +172,10 @@ class _Starter:
         }
 
     def start_all(self) -> None:
+        """Start the parts, overlapping what does not depend on each other: the model server needs no Prefect, and
+        a worker can poll its pool while the deployments are being created."""
         steps = 4
-        self.say(f"[1/{steps}] Prefect server on {self.stack.prefect_ui}")
+        self.say(f"[1/{steps}] Prefect server on {self.stack.prefect_ui}, model server on {self.stack.service}")
         server_env = {
             "PREFECT_SERVER_API_HOST": HOST,
             "PREFECT_SERVER_API_PORT": str(self.settings.prefect_port),
@@ -182,41 +184,39 @@ class _Starter:
         if self.settings.prefect_database_url is not None:
             server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.settings.prefect_database_url.get_secret_value()
         server = self._start("prefect-server", [_prefect(), "server", "start"], server_env)
+        command = [sys.executable, "-m", "cicloml", "serve", "--host", HOST, "--port", str(self.settings.serve_port)]
+        service = self._start("model-server", command)
         self._wait(server, "a healthy Prefect server", lambda: _answers(f"{self.stack.prefect_api}/health", {200}))
 
-        self.say(f"[2/{steps}] work pools {', '.join(self.stack.work_pools)} and the deployments in prefect.yaml")
+        self.say(f"[2/{steps}] work pools and process workers: {', '.join(self.stack.work_pools)}")
+        workers = []
         for pool in self.stack.work_pools:
             if self._prefect("work-pool", "inspect", pool, check=False).returncode != 0:
                 self._prefect("work-pool", "create", pool, "--type", "process")
-        self._prefect("deploy", "--all")
-
-        self.say(f"[3/{steps}] process worker for {', '.join(self.stack.work_pools)}")
-        for pool in self.stack.work_pools:
             command = [_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
-            # prefect.yaml's pull step starts flow runs in CICLO_PROJECT_DIR, read when a run starts: only the
-            # worker has it, so the deployments name no folder and any clone's worker can run them.
             env = {
+                # prefect.yaml's pull step starts flow runs in CICLO_PROJECT_DIR, read when a run starts: only the
+                # worker has it, so the deployments name no folder and any clone's worker can run them.
                 "CICLO_PROJECT_DIR": str(self.stack.project_dir),
                 # Take scheduled runs up to 30 s early and start their process before they are due, so that they
                 # start on time (a run's process takes 6-8 s to start here; benchmarks/bench_operations.py).
                 "PREFECT_WORKER_PREFETCH_SECONDS": os.environ.get("PREFECT_WORKER_PREFETCH_SECONDS", "30"),
             }
-            worker = self._start(f"worker-{pool}", command, env)
-            self._wait(worker, f"a worker online in {pool}", lambda pool=pool: self._worker_online(pool))
+            workers.append((pool, self._start(f"worker-{pool}", command, env)))
 
-        self.say(f"[4/{steps}] model server on {self.stack.service} (`cicloml serve`)")
-        command = [sys.executable, "-m", "cicloml", "serve", "--host", HOST, "--port", str(self.settings.serve_port)]
-        service = self._start("model-server", command)
+        self.say(f"[3/{steps}] deploying everything in prefect.yaml")
+        self._prefect("deploy", "--all")
+
+        self.say(f"[4/{steps}] waiting for the workers and the model server (`cicloml serve`)")
+        for pool, worker in workers:
+            self._wait(worker, f"a worker online in {pool}", lambda pool=pool: self._worker_online(pool))
         champion = _has_champion(self.settings)
         if not champion:
             self.say("      no champion yet: the service answers 503 until a model is promoted (train/weekly)")
         # With a champion, healthy means its bento answers through the proxy (the first start builds the bento).
         healthy = {200} if champion else {200, 503}
         self._wait(
-            service,
-            "the model server",
-            lambda: _answers(f"{self.stack.service}/readyz", healthy),
-            SERVE_TIMEOUT_S,
+            service, "the model server", lambda: _answers(f"{self.stack.service}/readyz", healthy), SERVE_TIMEOUT_S
         )
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> StackProcess:
@@ -315,20 +315,24 @@ def _alive(process: StackProcess) -> bool:
 
 
 def _stop(process: StackProcess) -> bool:
-    """SIGTERM the process and everything it started, then SIGKILL what is left after STOP_TIMEOUT_S."""
     found = _process(process)
     if found is None:
         return False
-    family = [found, *_descendants(found)]  # taken first: a child whose parent exits is no longer found below it
+    stop_tree(found)
+    return True
+
+
+def stop_tree(root: psutil.Process, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM `root` and everything it started, then SIGKILL what is left after `timeout` seconds."""
+    family = [root, *_descendants(root)]  # taken first: a child whose parent exits is no longer found below it
     for member in family:
         with suppress(psutil.NoSuchProcess):
             member.terminate()
-    _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT_S)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
     for member in alive:
         with suppress(psutil.NoSuchProcess):
             member.kill()
     psutil.wait_procs(alive, timeout=10)
-    return True
 
 
 def _descendants(process: psutil.Process) -> Iterator[psutil.Process]:

@@ -35,9 +35,7 @@ def batch_predict(params: BatchPredictParams = BatchPredictParams()) -> Predicti
     settings = get_settings()
     spec = load_spec(settings.spec_path)
     registry = ModelRegistry(settings, spec.name)
-    tag = params.model_tag or registry.champion()
-    if tag is None:
-        raise ConfigError(f"{spec.name} has no champion yet: run the train flow, or pass model_tag")
+    tag = _model_to_score(registry, params.model_tag)
     as_of = params.as_of or datetime.now(timezone.utc)
 
     model = tasks.load_model(registry, tag)
@@ -79,9 +77,7 @@ def backfill_predictions(params: BackfillParams) -> BackfillResult:
     settings = get_settings()
     spec = load_spec(settings.spec_path)
     registry = ModelRegistry(settings, spec.name)
-    tag = params.model_tag or registry.champion()
-    if tag is None:
-        raise ConfigError(f"{spec.name} has no champion yet: run the train flow, or pass model_tag")
+    tag = _model_to_score(registry, params.model_tag)
     days = (params.end.date() - params.start.date()).days
     if days < 0:
         raise ConfigError(f"backfill end {params.end:%Y-%m-%d} is before its start {params.start:%Y-%m-%d}")
@@ -96,6 +92,13 @@ def backfill_predictions(params: BackfillParams) -> BackfillResult:
     )
     get_run_logger().info("Scored %d dates with %s", len(reports), tag)
     return BackfillResult(model_tag=tag, reports=reports)
+
+
+def _model_to_score(registry: ModelRegistry, model_tag: str | None) -> str:
+    tag = model_tag or registry.champion()
+    if tag is None:
+        raise ConfigError(f"{registry.name} has no champion yet: run the train flow, or pass model_tag")
+    return tag
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ from typing import TypeVar
 import httpx
 import psutil
 import pytest
-import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from cicloml.stack import stop_tree
 from tests.conftest import ROOT, free_port
 
 PREFECT = Path(sys.executable).with_name("prefect")
@@ -185,12 +185,6 @@ def local_prefect_server(work_dir: Path, *, scheduler: bool = False, ui: bool = 
             _stop(process)
 
 
-def project_work_pools() -> list[str]:
-    """The work pools prefect.yaml's deployments use, in order of first use."""
-    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    return list(dict.fromkeys(deployment["work_pool"]["name"] for deployment in deployments))
-
-
 def _healthy(api_url: str) -> bool:
     try:
         return httpx.get(f"{api_url}/health", timeout=5).status_code == 200
@@ -199,19 +193,11 @@ def _healthy(api_url: str) -> bool:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process and everything it started, then SIGKILL what is left after STOP_SECONDS."""
+    """Stop the process and everything it started (SIGTERM, then SIGKILL after STOP_SECONDS)."""
     if process.poll() is not None:
         return
     with suppress(psutil.NoSuchProcess):
-        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-        for member in family:
-            with suppress(psutil.NoSuchProcess):
-                member.terminate()
-        _, alive = psutil.wait_procs(family, timeout=STOP_SECONDS)
-        for member in alive:
-            with suppress(psutil.NoSuchProcess):
-                member.kill()
-        psutil.wait_procs(alive, timeout=10)
+        stop_tree(psutil.Process(process.pid), STOP_SECONDS)
     process.wait(timeout=10)
 
 

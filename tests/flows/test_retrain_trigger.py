@@ -14,9 +14,10 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import ReceivedEvent
 
 from cicloml.registry import ModelRegistry
+from cicloml.stack import project_work_pools
 from flows.retraining import RETRAIN_EVENT, Check, request_retraining
 from tests.conftest import ROOT, ciclo_environment
-from tests.prefect_server import PrefectServer, local_prefect_server, project_work_pools
+from tests.prefect_server import PrefectServer, local_prefect_server
 from tests.service.state import MODEL_SPEC, build_served_state
 from tests.unit.test_alerts import Receiver
 
@@ -36,7 +37,7 @@ def test_retraining_requests_for_one_window_start_one_run(tmp_path: Path) -> Non
             tmp_path / "state", spec_path=str(quick_spec(tmp_path)), slack_webhook_url=slack.url.get_secret_value()
         ) as settings,
     ):
-        [pool] = project_work_pools()
+        [pool] = project_work_pools(ROOT)
         # Flow runs find the test's state through the worker's environment, which they inherit.
         worker_env = {
             "CICLO_STATE_DIR": str(settings.state_dir),

@@ -18,8 +18,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cicloml.stack import project_work_pools
 from tests.conftest import ROOT, ciclo_environment
-from tests.prefect_server import PrefectServer, local_prefect_server, project_work_pools
+from tests.prefect_server import PrefectServer, local_prefect_server
 from tests.service.conftest import bento_server, serving_environment
 from tests.service.state import build_served_state
 
@@ -82,7 +83,7 @@ def test_prefect_ui_shows_deployments_and_bento_docs_show_endpoints(tmp_path: Pa
 
 
 def deploy_project(server: PrefectServer) -> None:
-    for pool in project_work_pools():
+    for pool in project_work_pools(ROOT):
         server.create_process_pool(pool)
     server.deploy()
 

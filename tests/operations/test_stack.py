@@ -71,8 +71,8 @@ def test_make_up_serves_every_deployment_and_the_champion_and_make_down_leaves_n
             assert stack is not None, output
             assert [process.name for process in stack.processes] == [
                 "prefect-server",
-                "worker-cicloml-local",
                 "model-server",
+                "worker-cicloml-local",
             ]
             assert stack.prefect_ui in output and stack.service in output, output
             api = stack.prefect_api
