@@ -1,6 +1,7 @@
 """What prefect.yaml declares, read back from a running Prefect server's REST API."""
 
 import importlib
+import time
 from typing import Any
 
 import httpx
@@ -19,10 +20,20 @@ def declared_deployments() -> dict[str, dict[str, Any]]:
     return declared
 
 
+def call(method: str, url: str, json: Any = None) -> Any:
+    """One REST call's JSON body (None when empty). A 503 is retried, as Prefect's own client does: the server
+    answers it while its SQLite database is busy (the scheduler, runs and the call all write to it)."""
+    for attempt in range(5):
+        response = httpx.request(method, url, json=json, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(1 + attempt)
+    assert response.is_success, f"{method} {url}: {response.status_code} {response.text}"
+    return response.json() if response.content else None
+
+
 def deployment(api: str, full_name: str) -> dict[str, Any]:
-    response = httpx.get(f"{api}/deployments/name/{full_name}", timeout=30)
-    assert response.status_code == 200, f"{full_name}: {response.status_code} {response.text}"
-    return response.json()
+    return call("GET", f"{api}/deployments/name/{full_name}")
 
 
 def deployment_id(api: str, full_name: str) -> str:
@@ -34,7 +45,7 @@ def assert_deployed_as_declared(api: str) -> None:
     description; every trigger is an automation that runs its deployment; and nothing else is deployed."""
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     declared = declared_deployments()
-    automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
+    automations = call("POST", f"{api}/automations/filter", {})
     for full_name, spec in declared.items():
         found = deployment(api, full_name)
         assert found["work_pool_name"] == spec["work_pool"]["name"], full_name
@@ -63,5 +74,5 @@ def assert_deployed_as_declared(api: str) -> None:
             assert automation["trigger"]["threshold"] == trigger["threshold"], full_name
             assert automation["trigger"]["within"] == trigger["within"], full_name
 
-    on_server = httpx.post(f"{api}/deployments/count", json={}, timeout=30).json()
+    on_server = call("POST", f"{api}/deployments/count", {})
     assert on_server == len(declared)

@@ -7,11 +7,10 @@ Kubernetes pool with the image and environment a pod would get, and the pool's j
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.operations.deployments import declared_deployments, deployment
+from tests.operations.deployments import call, declared_deployments, deployment
 from tests.prefect_server import local_prefect_server
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,7 @@ def test_the_kubernetes_example_deploys_every_flow_to_a_kubernetes_pool(tmp_path
         server.env.update({"CICLO_FLOWS_IMAGE": IMAGE, "CICLO_REDIS_URL": "redis.cicloml:6379"})
         server.cli("deploy", "--all", "--prefect-file", str(kubernetes_file))
 
-        pool = httpx.get(f"{server.api_url}/work_pools/cicloml-kubernetes", timeout=30).json()
+        pool = call("GET", f"{server.api_url}/work_pools/cicloml-kubernetes")
         assert pool["type"] == "kubernetes"
         template_variables = pool["base_job_template"]["variables"]["properties"]
         for full_name in declared_deployments():

@@ -27,7 +27,7 @@ import pytest
 from cicloml.settings import Settings
 from cicloml.stack import Stack, read_stack
 from tests.conftest import ROOT, ciclo_environment, free_port
-from tests.operations.deployments import assert_deployed_as_declared, declared_deployments, deployment_id
+from tests.operations.deployments import assert_deployed_as_declared, call, declared_deployments, deployment_id
 from tests.postgres import local_postgres
 from tests.service.state import build_served_state
 
@@ -82,7 +82,7 @@ def test_make_up_serves_every_deployment_and_the_champion_and_make_down_leaves_n
 
             # A deployment run: the worker `make up` started picks it up, in this clone, and it completes.
             batch = deployment_id(api, "batch-predict/daily")
-            run = httpx.post(f"{api}/deployments/{batch}/create_flow_run", json={}, timeout=30).json()
+            run = call("POST", f"{api}/deployments/{batch}/create_flow_run", {})
             state = wait_for("the batch-predict run to end", lambda: final_state(api, run["id"]), RUN_SECONDS, stack)
             assert state == "COMPLETED", (state, tail(stack, "worker-cicloml-local"))
             assert list((settings.predictions_dir / "parquet").glob("as_of_date=*/*.parquet"))
@@ -90,10 +90,10 @@ def test_make_up_serves_every_deployment_and_the_champion_and_make_down_leaves_n
             # Pausing: the scheduled runs go at once; resuming brings them back.
             hourly = deployment_id(api, "detect-drift/hourly")
             wait_for("scheduled detect-drift runs", lambda: scheduled_runs(api, hourly), RUN_SECONDS, stack)
-            httpx.post(f"{api}/deployments/{hourly}/pause_deployment", timeout=30).raise_for_status()
-            assert httpx.get(f"{api}/deployments/{hourly}", timeout=30).json()["paused"] is True
+            call("POST", f"{api}/deployments/{hourly}/pause_deployment")
+            assert call("GET", f"{api}/deployments/{hourly}")["paused"] is True
             assert scheduled_runs(api, hourly) == []
-            httpx.post(f"{api}/deployments/{hourly}/resume_deployment", timeout=30).raise_for_status()
+            call("POST", f"{api}/deployments/{hourly}/resume_deployment")
             wait_for("scheduled runs after resuming", lambda: scheduled_runs(api, hourly), RUN_SECONDS, stack)
 
             # The model server answers with the champion, through `cicloml serve`'s proxy.
@@ -142,13 +142,13 @@ def tail(stack: Stack, name: str, lines: int = 40) -> str:
 
 
 def final_state(api: str, run_id: str) -> str | None:
-    state: dict[str, Any] = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+    state: dict[str, Any] = call("GET", f"{api}/flow_runs/{run_id}")["state"]
     return state["type"] if state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
 
 
 def scheduled_runs(api: str, deployment: str) -> list[dict[str, Any]]:
     query = {"deployments": {"id": {"any_": [deployment]}}, "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}
-    return httpx.post(f"{api}/flow_runs/filter", json=query, timeout=30).json()
+    return call("POST", f"{api}/flow_runs/filter", query)
 
 
 def deployments_stored(database: str, env: dict[str, str]) -> int:
