@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from cicloml.contract import FeatureContract
 from cicloml.demo.churn import DemoTables, generate_churn_data
 from cicloml.feature_store import OnlineFeatureReader, apply_repo, materialize, open_store
 from cicloml.settings import Settings, get_settings
@@ -331,7 +332,7 @@ def bench_store(
     log(f"{online_store}: cicloml materialize")
     materialization = materialize_ours(store, demo)
     log(f"{online_store}: {materialization['rows_per_s']:.0f} rows/s; timing lookups")
-    reader = OnlineFeatureReader(store, workspace.spec.features.feature_service)
+    reader = OnlineFeatureReader(store, FeatureContract.resolve(store, workspace.spec.features.feature_service))
     return materialization, benchmark_lookups(reader, demo.known_ids, args.lookups, args.seed)
 
 

@@ -87,6 +87,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: import cicloml and the service tests' state builder
 
+from cicloml.contract import FeatureContract  # noqa: E402
 from cicloml.feature_store import OnlineFeatureReader, open_store  # noqa: E402
 from cicloml.settings import Settings, get_settings  # noqa: E402
 from cicloml.spec import load_spec  # noqa: E402
@@ -273,7 +274,8 @@ def build_state(state_dir: Path, customers: int) -> ServedState:
 
 def usable_entities(settings: Settings, candidates: list[int]) -> tuple[list[int], list[dict[str, Any]], dict]:
     spec = load_spec(settings.spec_path)
-    reader = OnlineFeatureReader(open_store(ROOT / spec.features.repo, settings), spec.features.feature_service)
+    store = open_store(spec.features.repo, settings)
+    reader = OnlineFeatureReader(store, FeatureContract.resolve(store, spec.features.feature_service))
     online = reader.fetch(candidates)
     statuses: dict[str, int] = {}
     ids, rows = [], []

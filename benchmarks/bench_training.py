@@ -176,6 +176,7 @@ def measure_prefect_share(rounds: int) -> dict[str, Any]:
 
 def measure_batch(entities: int) -> dict[str, Any]:
     from cicloml.batch import score_entities, write_predictions
+    from cicloml.contract import FeatureContract
     from cicloml.feature_store import feature_schema, fetch_latest_features, fetch_training_frame
     from cicloml.lineage import describe_training
     from cicloml.registry import ModelRegistry
@@ -187,7 +188,13 @@ def measure_batch(entities: int) -> dict[str, Any]:
         log("training the sklearn model to score with")
         store = prepare_store(settings, customers=2000, days=90)
         schema = feature_schema(store, "churn_v1")
-        frame = fetch_training_frame(store, "churn_v1", read_labels(settings, spec.labels), spec.labels, known_by=END)
+        frame = fetch_training_frame(
+            store,
+            FeatureContract.resolve(store, "churn_v1"),
+            read_labels(settings, spec.labels),
+            spec.labels,
+            known_by=END,
+        )
         split = split_by_time(frame, "event_timestamp", validation_fraction=0.15, test_fraction=0.2)
         model = fit_model(split.train, "churned", schema, spec.model, seed=0)
         threshold = tune_threshold(model, split.validation, schema, "churned")
@@ -213,7 +220,7 @@ def measure_batch(entities: int) -> dict[str, Any]:
 
         log("batch path: features as of the date -> score -> write")
         began = time.perf_counter()
-        features = fetch_latest_features(store, "churn_v1", END)
+        features = fetch_latest_features(store, FeatureContract.resolve(store, "churn_v1"), END)
         fetched = time.perf_counter()
         predictions = score_entities(loaded, features, END)
         report = write_predictions(predictions, settings.predictions_dir, END)

@@ -12,13 +12,13 @@ worker does.
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from bentos.schemas import MAX_ROWS, Prediction
+from cicloml.contract import FeatureContract
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
 from cicloml.models.row_scorer import row_scoring
@@ -50,8 +50,10 @@ class Worker:
         self.model: LoadedModel = registry.load(tag)
         self.features = self.model.lineage.features
         self.score_rows = row_scoring(self.model.pipeline, self.features)
+        store = open_store(spec.features.repo, settings)
         self.reader = OnlineFeatureReader(
-            open_store(Path(spec.features.repo), settings), self.model.lineage.feature_service
+            store,
+            FeatureContract.resolve(store, self.model.lineage.feature_service, features=self.features.input_names),
         )
 
     def predict(self, entity_ids: list[Any]) -> list[Prediction]:

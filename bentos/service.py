@@ -6,9 +6,10 @@ moment the service is imported. The version is a class-level `BentoModel` refere
 carries exactly that model, and it is read only from BentoML's local store (the bento's own store when serving a
 bento), never pulled from anywhere else.
 
-The request and response schemas are generated from the pinned model's lineage (its `FeatureSchema`) and the Feast
-entity's key type, so they are only known once the model is chosen: that is why this module resolves the model and
-reads its metadata at import time (no pipeline is loaded then; each worker loads it in `__init__`).
+The request and response schemas are generated from the pinned model's lineage (its `FeatureSchema`) and its feature
+contract in Feast (join keys, request fields of on-demand views), so they are only known once the model is chosen:
+that is why this module resolves the model and reads its metadata at import time (no pipeline is loaded then; each
+worker loads it in `__init__`).
 
 Unknown entities, missing and stale features are answered per row with `status` and `reason` and no score, with
 HTTP 200 for the request: a request for many ids must not lose the good rows because one id is bad, and the
@@ -20,20 +21,34 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 from feast import FeatureStore
-from feast.value_type import ValueType
-from pydantic import BaseModel, Field, Strict, StrictStr
+from pydantic import BaseModel
 
 from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly
-from bentos.schemas import MAX_ROWS, Prediction, entity_ids_type, feature_row_model, feature_rows_type
+from bentos.schemas import (
+    MAX_ROWS,
+    Prediction,
+    Status,
+    entity_ids_type,
+    entity_rows_type,
+    feature_row_model,
+    feature_rows_type,
+    takes_entity_ids,
+    warm_up_entity,
+)
+from cicloml.bento import BENTO_PROJECT
+from cicloml.contract import FeatureContract
 from cicloml.errors import ConfigError
-from cicloml.feature_store import OnlineFeatureReader, open_store
+from cicloml.feature_store import OnlineFeatureReader, OnlineFeatures, open_store
+from cicloml.models.inputs import encode_columns
 from cicloml.models.row_scorer import row_scoring
 from cicloml.prediction_log import PredictionLog
 from cicloml.registry import LoadedModel, ModelRegistry, load_model, read_lineage
@@ -52,12 +67,19 @@ class ServiceArguments(BaseModel):
     """The model version to serve (`name:version`); default CICLO_MODEL_TAG, then the champion."""
 
 
+def project_spec_path(settings: Settings) -> Path:
+    """The spec of the project served: the one a bento carries (`cicloml.bento` puts it beside this package), else
+    (run from a checkout) CICLO_SPEC_PATH's. A bento serves what it was built with, wherever it runs."""
+    bundled = Path(__file__).resolve().parents[1] / BENTO_PROJECT / "cicloml.yaml"
+    return bundled if bundled.is_file() else settings.spec_path
+
+
 def pinned_model_tag(settings: Settings) -> str:
     """The model version to serve: the `model_tag` argument, else CICLO_MODEL_TAG, else the current champion."""
     tag = bentoml.use_arguments(ServiceArguments).model_tag or settings.model_tag
     if tag:
         return str(tag)
-    spec = load_spec(settings.spec_path)
+    spec = load_spec(project_spec_path(settings))
     champion = ModelRegistry(settings, spec.name).champion()
     if champion is None:
         raise ConfigError(
@@ -79,28 +101,7 @@ def stored_model(tag: str) -> bentoml.Model:
 
 
 def open_feature_store(settings: Settings) -> FeatureStore:
-    return open_store(load_spec(settings.spec_path).features.repo, settings)
-
-
-def entity_id_type(store: FeatureStore, feature_service: str) -> tuple[Any, Any]:
-    """The request type of one entity id, from the Feast join key's declared type (bounded, so an id Feast cannot
-    encode is a 400, not a failure inside the lookup), and an id of that type for warming up."""
-    service = store.get_feature_service(feature_service)
-    value_types = {
-        column.dtype.to_value_type()
-        for projection in service.feature_view_projections
-        for column in store.get_feature_view(projection.name).entity_columns
-    }
-    if value_types == {ValueType.INT64}:
-        return Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)], 0
-    if value_types == {ValueType.INT32}:
-        return Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)], 0
-    if value_types == {ValueType.STRING}:
-        return Annotated[StrictStr, Field(min_length=1, max_length=256)], "0"
-    raise ConfigError(
-        f"feature service {feature_service!r}: entity key type(s) {sorted(map(str, value_types))} are not supported "
-        "by the service (one INT64, INT32 or STRING join key)"
-    )
+    return open_store(load_spec(project_spec_path(settings)).features.repo, settings)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,12 @@ SETTINGS = get_settings()
 PINNED_MODEL = stored_model(pinned_model_tag(SETTINGS))
 FEATURE_SERVICE = str(PINNED_MODEL.info.metadata["feature_service"])
 FEATURES = read_lineage(PINNED_MODEL).features
-EntityId, WARM_UP_ID = entity_id_type(open_feature_store(SETTINGS), FEATURE_SERVICE)
-EntityIds = entity_ids_type(EntityId)
+# Exactly what the model reads from the feature service: the views behind its features, the on-demand views that
+# compute some of them, and the request fields those take.
+CONTRACT = FeatureContract.resolve(open_feature_store(SETTINGS), FEATURE_SERVICE, features=FEATURES.input_names)
+BY_ID = takes_entity_ids(CONTRACT)
+EntityIds = entity_ids_type(CONTRACT) if BY_ID else None
+EntityRows = None if BY_ID else entity_rows_type(CONTRACT)
 FeatureRow = feature_row_model(FEATURES)
 FeatureRows = feature_rows_type(FeatureRow)
 # A declared media type: without one BentoML derives it from the output's JSON schema on every response.
@@ -191,7 +196,7 @@ class PredictionService:
         # One model and one feature reader per worker, for its lifetime.
         self.model: LoadedModel = load_model(self.model_ref)
         self.score_rows = row_scoring(self.model.pipeline, FEATURES)
-        self.reader = OnlineFeatureReader(open_feature_store(get_settings()), FEATURE_SERVICE)
+        self.reader = OnlineFeatureReader(open_feature_store(get_settings()), CONTRACT)
         self.metrics = service_metrics()
         self.traffic = start_traffic_profiler(get_settings(), self.model.tag)
         self.prediction_log = open_prediction_log(get_settings(), self.model.tag)
@@ -204,7 +209,8 @@ class PredictionService:
     def _warm_up(self) -> None:
         """Run one lookup and one prediction before the worker reports ready, so that the first caller does not
         pay for lazy imports and first-call setup (several hundred milliseconds otherwise)."""
-        self.reader.fetch([WARM_UP_ID])
+        warm_up = warm_up_entity(CONTRACT)
+        self.reader.fetch({name: [value] for name, value in warm_up.items()})
         self.score_rows({name: [None] for name in FEATURES.features})
 
     def __is_ready__(self) -> bool:
@@ -224,62 +230,94 @@ class PredictionService:
     # Redis lookup and a small model), so running it on the event loop beats handing it to BentoML's thread pool,
     # which costs a thread switch and GIL hand-offs per request (about 30% more requests/s here, measured with
     # benchmarks/bench_serve.py). Throughput scales with workers.
-    @bentoml.api(route="/predict")
-    async def predict(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
-        """Score entities by id on their online features; unknown, missing or stale ones get a status, no score."""
-        return self._predict_entities(entity_ids, "predict")
+    if BY_ID:
+
+        @bentoml.api(route="/predict")
+        async def predict(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
+            """Score entities by id on their online features; unknown, missing or stale ones get a status, no
+            score."""
+            return self._predict_entities({CONTRACT.join_keys[0]: entity_ids}, "predict")
+
+        # max_latency_ms is a shedding threshold, not a batching window: BentoML's dispatcher answers 503 to a
+        # request it predicts will wait longer (its latency model is crude while it warms up, so 25 ms shed requests
+        # at once on two cores). How long it holds a batch open is learned separately from measured call times.
+        @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_ROWS, max_latency_ms=1000)
+        async def predict_batch(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
+            """`/predict` with adaptive batching: concurrent requests are merged into one lookup and one model
+            call."""
+            return self._predict_entities({CONTRACT.join_keys[0]: entity_ids}, "predict_batch")
+
+    else:
+
+        @bentoml.api(route="/predict")
+        async def predict(self, entities: EntityRows) -> Predictions:  # type: ignore[valid-type]
+            """Score entities, each given by its join keys and the request fields the feature service's on-demand
+            views read; unknown, missing or stale ones get a status, no score."""
+            return self._predict_entities(_columns(entities, CONTRACT.entity_fields), "predict")
+
+        @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_ROWS, max_latency_ms=1000)
+        async def predict_batch(self, entities: EntityRows) -> Predictions:  # type: ignore[valid-type]
+            """`/predict` with adaptive batching: concurrent requests are merged into one lookup and one model
+            call."""
+            return self._predict_entities(_columns(entities, CONTRACT.entity_fields), "predict_batch")
 
     @bentoml.api(route="/predict_features")
     async def predict_features(self, rows: FeatureRows) -> Predictions:  # type: ignore[valid-type]
-        """Score feature vectors the caller already has (every feature of the model's feature service required)."""
-        columns = {name: [getattr(row, name) for row in rows] for name in FEATURES.features}
+        """Score feature vectors the caller already has: every feature of the model's feature service, as Feast
+        returns them (on-demand features as their outputs)."""
+        columns, _ = encode_columns(
+            FEATURES.feature_inputs, _columns(rows, FEATURES.input_names), datetime.now(timezone.utc)
+        )
         scores = self._score(columns)
         self._profile(columns, scores)
         self.metrics.rows.labels("predict_features", "ok").inc(len(scores))
         return [self._scored(None, value) for value in scores]
 
-    # max_latency_ms is a shedding threshold, not a batching window: BentoML's dispatcher answers 503 to a request
-    # it predicts will wait longer (its latency model is crude while it warms up, so 25 ms shed requests at once
-    # on two cores). How long it holds a batch open is learned separately from measured call times.
-    @bentoml.api(route="/predict_batch", batchable=True, max_batch_size=MAX_ROWS, max_latency_ms=1000)
-    async def predict_batch(self, entity_ids: EntityIds) -> Predictions:  # type: ignore[valid-type]
-        """`/predict` with adaptive batching: concurrent requests are merged into one lookup and one model call."""
-        return self._predict_entities(entity_ids, "predict_batch")
-
     # --- scoring ------------------------------------------------------------------------------------------------
 
-    def _predict_entities(self, entity_ids: list[Any], endpoint: str) -> list[Prediction]:
+    def _predict_entities(self, entities: dict[str, list[Any]], endpoint: str) -> list[Prediction]:
         started = time.perf_counter()
-        online = self.reader.fetch(entity_ids)
+        online = self.reader.fetch(entities)
         self.metrics.lookup_seconds.labels(FEATURE_SERVICE).observe(time.perf_counter() - started)
 
-        usable = [row for row, status in enumerate(online.statuses) if status == "ok"]
-        columns = {name: [online.columns[name][row] for row in usable] for name in FEATURES.features}
+        statuses: list[Status] = list(online.statuses)
+        reasons = {issue.row: issue.reason for issue in online.issues}
+        usable = [row for row, status in enumerate(statuses) if status == "ok"]
+        columns, invalid = self._encode(online, usable)
+        if invalid:  # an array feature of another length than the model was trained on: said, not scored
+            for position, names in invalid.items():
+                statuses[usable[position]] = "missing_values"
+                reasons[usable[position]] = f"features {', '.join(names)} do not have the length the model reads"
+            usable = [row for row, status in enumerate(statuses) if status == "ok"]
+            columns, _ = self._encode(online, usable)
         usable_scores = self._score(columns)
         self._profile(columns, usable_scores)
         if self.prediction_log is not None and usable_scores:
-            self.prediction_log.record([entity_ids[row] for row in usable], usable_scores)
+            keys = {key: [entities[key][row] for row in usable] for key in CONTRACT.join_keys}
+            self.prediction_log.record(keys, usable_scores)
+
         scores = dict(zip(usable, usable_scores, strict=True))
-        issues = iter(online.issues)  # one per row that is not ok, in row order
-        predictions = []
-        for row, (entity_id, status) in enumerate(zip(entity_ids, online.statuses, strict=True)):
-            if status == "ok":
-                predictions.append(self._scored(entity_id, scores[row]))
-            else:
-                issue = next(issues)
-                predictions.append(
-                    Prediction(
-                        entity_id=entity_id,
-                        status=issue.status,
-                        score=None,
-                        decision=None,
-                        reason=issue.reason,
-                        model_tag=self.model.tag,
-                    )
-                )
-        for status in set(online.statuses):
-            self.metrics.rows.labels(endpoint, status).inc(online.statuses.count(status))
+        predictions = [
+            self._scored(online.entity(row), scores[row])
+            if status == "ok"
+            else Prediction(
+                entity_id=online.entity(row),
+                status=status,
+                score=None,
+                decision=None,
+                reason=reasons[row],
+                model_tag=self.model.tag,
+            )
+            for row, status in enumerate(statuses)
+        ]
+        for status in set(statuses):
+            self.metrics.rows.labels(endpoint, status).inc(statuses.count(status))
         return predictions
+
+    def _encode(self, online: OnlineFeatures, rows: list[int]) -> tuple[dict[str, Any], dict[int, list[str]]]:
+        """The model columns of `rows`, and the rows whose values could not be encoded (by position in `rows`)."""
+        raw = {name: [online.columns[name][row] for row in rows] for name in FEATURES.input_names}
+        return encode_columns(FEATURES.feature_inputs, raw, datetime.now(timezone.utc))
 
     def _score(self, columns: dict[str, list[Any]]) -> list[float]:
         if not columns[FEATURES.features[0]]:
@@ -302,6 +340,11 @@ class PredictionService:
             reason=None,
             model_tag=self.model.tag,
         )
+
+
+def _columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
+    """Validated request rows as one list per field."""
+    return {name: [getattr(row, name) for row in rows] for name in names}
 
 
 def _install_middleware(settings: Settings) -> None:

@@ -11,10 +11,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from feast import FeatureStore
 from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
+from cicloml.contract import FeatureContract
 from cicloml.feature_store import fetch_latest_features, open_store
+from cicloml.models.inputs import encode_frame
 from cicloml.models.row_scorer import row_scoring
 from cicloml.registry import LoadedModel
 from cicloml.settings import Settings
@@ -30,15 +33,23 @@ class PredictionReport(BaseModel):
     table_path: Path
 
 
-def score_entities(model: LoadedModel, feature_frame: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
-    """One prediction per row of `feature_frame`: entity keys, the as-of time, score, decision, model, time."""
+def model_contract(store: FeatureStore, model: LoadedModel) -> FeatureContract:
+    """What `model` reads from the feature store: the features it was trained on, of the service it was trained on."""
     features = model.lineage.features
-    scores = row_scoring(model.pipeline, features)({name: feature_frame[name] for name in features.features})
+    return FeatureContract.resolve(store, model.lineage.feature_service, features=features.input_names)
+
+
+def score_entities(model: LoadedModel, feature_frame: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """One prediction per row of `feature_frame` (the model's features as Feast gives them): entity keys, the as-of
+    time, score, decision, the number of missing features, model, time."""
+    features = model.lineage.features
+    encoded = encode_frame(features.feature_inputs, feature_frame, as_of)
+    scores = row_scoring(model.pipeline, features)({name: encoded[name] for name in features.features})
     predictions = feature_frame[list(features.entity_keys)].reset_index(drop=True)
     predictions["as_of"] = pd.Timestamp(as_of)
     predictions["score"] = scores
     predictions["predicted"] = (scores >= model.lineage.threshold).astype("int8")
-    predictions["missing_features"] = feature_frame[features.features].isna().sum(axis=1).to_numpy()
+    predictions["missing_features"] = feature_frame[features.input_names].isna().sum(axis=1).to_numpy()
     predictions["model_tag"] = model.tag
     predictions["scored_at"] = pd.Timestamp(datetime.now(timezone.utc))
     return predictions
@@ -80,7 +91,8 @@ def predict_date(model: LoadedModel, repo_dir: Path, settings: Settings, as_of: 
     """Score every entity live as of `as_of` with `model` and replace that date's predictions: one date whole, so
     that a backfill can run its dates apart. It opens its own Feast store: a store handle does not travel between
     processes."""
-    frame = fetch_latest_features(open_store(repo_dir, settings), model.lineage.feature_service, as_of)
+    store = open_store(repo_dir, settings)
+    frame = fetch_latest_features(store, model_contract(store, model), as_of)
     return write_predictions(score_entities(model, frame, as_of), settings.predictions_dir, as_of)
 
 

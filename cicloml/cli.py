@@ -4,7 +4,9 @@ cicloml models list              every version with its gate outcome, metrics an
 cicloml models show TAG          one version in full (JSON)
 cicloml models promote TAG       make TAG the champion (a version the gate rejected needs --force)
 cicloml models rollback          restore the previous champion
-cicloml check                    validate settings, the project spec and the Feast repo, then exit
+cicloml init --feast-repo PATH   write a project spec for an existing Feast repository, then check it
+cicloml apply                    register the Feast repository's definitions (what changed, or nothing)
+cicloml check                    check settings, the spec, the Feast repo, the feature service and the labels
 cicloml serve                    serve the champion's bento behind a local proxy; switch to each new champion
                                  with no failed request (SIGHUP: check the champion now)
 cicloml stack up|down|status     the local stack (`make up` / `make down`): Prefect server and UI, work pool and
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cicloml.atomic import atomic_path
 from cicloml.errors import ConfigError
 from cicloml.registry import ModelRegistry, ModelVersion
 from cicloml.settings import get_settings
@@ -41,7 +44,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="validate settings, the project spec and the Feast repo")
+    init = commands.add_parser(
+        "init",
+        help="write a project spec for an existing Feast repository, then check it",
+        description="Write a project spec (to CICLO_SPEC_PATH, default ./cicloml.yaml) for a Feast repository: its "
+        "feature service and entities, the label file's label and time columns, and features whose Feast type a "
+        "model cannot read (excluded). Every guess is shown with its reason; edit the file to correct one. Then "
+        "runs `cicloml check`.",
+    )
+    init.add_argument("--feast-repo", type=Path, required=True, help="the folder that holds feature_store.yaml")
+    init.add_argument("--feature-service", help="the feature service to train on (default: the only one)")
+    init.add_argument("--labels", type=Path, help="a Parquet file of labels: entity keys, a time, a 0/1 label")
+    init.add_argument("--force", action="store_true", help="overwrite an existing spec")
+    init.set_defaults(run=_init)
+
+    apply = commands.add_parser(
+        "apply",
+        help="register the Feast repository's definitions, like `feast apply`, only when something changed",
+        description="Register the definitions of the Feast repository the spec names (features.repo): entities, "
+        "sources, feature views, on-demand views and feature services are created, updated or deleted to match "
+        "the files. Nothing is written when nothing changed.",
+    )
+    apply.set_defaults(run=_apply)
+
+    check = commands.add_parser(
+        "check",
+        help="check settings, the spec, the Feast repo, the feature service and the labels, without doing any work",
+        description="Report every problem at once, each with its fix: the spec, the Feast repository (applied? "
+        "online store and registry where cicloml expects them?), the feature service (on-demand views, Feast "
+        "types, join keys) and the label table (columns, duplicates, a binary label). Exit status 1 on errors.",
+    )
     check.set_defaults(run=_check)
 
     serve = commands.add_parser(
@@ -98,15 +130,47 @@ def _registry() -> ModelRegistry:
     return ModelRegistry(settings, load_spec(settings.spec_path).name)
 
 
-def _check(args: argparse.Namespace) -> int:
-    from cicloml.feature_store import feature_schema, open_store  # Feast is slow to import; only this needs it
+def _init(args: argparse.Namespace) -> int:
+    from cicloml.feature_store import open_store  # Feast is slow to import; only these commands need it
+    from cicloml.scaffold import draft_spec
+
+    settings = get_settings()
+    target = settings.spec_path
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} exists; pass --force to overwrite it (or set CICLO_SPEC_PATH to another file)")
+    store = open_store(args.feast_repo, settings)
+    draft = draft_spec(store, target.parent, feature_service=args.feature_service, labels=args.labels)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as temporary:
+        temporary.write_text(draft.yaml())
+    print(f"wrote {target}:\n")
+    print(draft.yaml())
+    print("guessed:\n" + "\n".join(f"  {reason}" for reason in draft.reasons) + "\n")
+    return _check(args)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from cicloml.feature_store import apply_repo, open_store
 
     settings = get_settings()
     spec = load_spec(settings.spec_path)
-    schema = feature_schema(open_store(spec.features.repo, settings), spec.features.feature_service)
-    print(f"ok: spec {settings.spec_path}, state {settings.state_dir}, online store {settings.online_store}")
-    print(f"ok: {spec.features.feature_service} serves {len(schema.features)} features keyed by {schema.entity_keys}")
+    report = apply_repo(open_store(spec.features.repo, settings))
+    for change in report.changed:
+        print(change)
+    print(
+        f"{len(report.changed)} change(s) applied from {spec.features.repo}"
+        if report.changed
+        else f"no changes: the registry matches {spec.features.repo}"
+    )
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from cicloml.preflight import check_project
+
+    report = check_project(get_settings())
+    print(report.text())
+    return 0 if report.passed else 1
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -213,7 +277,6 @@ def _serve(args: argparse.Namespace) -> int:
     serve_champion(
         settings,
         _registry(),
-        settings.spec_path.parent,
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -1,15 +1,16 @@
 """The live service's predictions per entity, kept so that labels arriving later can be joined to them.
 
-The service hands each scored entity to `PredictionLog.record` (a list append under a lock). Rows are kept per time
-window, the same epoch-aligned windows as the traffic profiles, and each window is written once it has ended, by a
-timer thread, as one Parquet file per worker: `<log dir>/<model name>/<version>/<window start>/<worker>.parquet`,
-atomically. `close` (graceful shutdown) writes what is left, the current window partial.
+The service hands each scored entity (its join keys) to `PredictionLog.record` (a list append under a lock). Rows
+are kept per time window, the same epoch-aligned windows as the traffic profiles, and each window is written once it
+has ended, by a timer thread, as one Parquet file per worker, atomically:
+`<log dir>/<model name>/<version>/<window start>/<worker>.parquet`, one column per join key, `scored_at`, `score`.
+`close` (graceful shutdown) writes what is left, the current window partial.
 """
 
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,8 @@ WRITE_DELAY_SECONDS = 2.0
 
 @dataclass
 class _Rows:
-    entity_ids: list[Any] = field(default_factory=list)
+    keys: dict[str, list[Any]] = field(default_factory=dict)
+    """One list per join key."""
     scored_at: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
 
@@ -59,8 +61,9 @@ class PredictionLog:
         self._timers: dict[int, threading.Timer] = {}
         self._closed = False
 
-    def record(self, entity_ids: Sequence[Any], scores: Sequence[float]) -> None:
-        """Log scored entities (`scores` row-aligned with `entity_ids`). Rows recorded after `close` are dropped."""
+    def record(self, entities: Mapping[str, Sequence[Any]], scores: Sequence[float]) -> None:
+        """Log scored entities: `entities` maps each join key to its values, row-aligned with `scores`. Rows recorded
+        after `close` are dropped."""
         now = self.clock()
         window = math.floor(now / self.window_seconds)
         with self._lock:
@@ -70,7 +73,8 @@ class PredictionLog:
             if rows is None:
                 rows = self._windows[window] = _Rows()
                 self._schedule(window, now)
-            rows.entity_ids.extend(entity_ids)
+            for key, values in entities.items():
+                rows.keys.setdefault(key, []).extend(values)
             rows.scores.extend(scores)
             rows.scored_at.extend([now] * len(scores))
 
@@ -103,7 +107,7 @@ class PredictionLog:
         start = datetime.fromtimestamp(window * self.window_seconds, timezone.utc)
         table = pa.table(
             {
-                "entity_id": rows.entity_ids,
+                **rows.keys,
                 "scored_at": _utc_timestamps(rows.scored_at),
                 "score": pa.array(rows.scores, pa.float64()),
             }
@@ -123,7 +127,8 @@ def _utc_timestamps(seconds: list[float]) -> pa.Array:
 
 
 def read_prediction_log(log_dir: Path, model_tag: str) -> pd.DataFrame:
-    """Every logged prediction of `model_tag`, with the start of the window it was logged in (`window_start`)."""
+    """Every logged prediction of `model_tag`: its join keys, `scored_at`, `score` and the start of the window it
+    was logged in (`window_start`)."""
     folder = model_folder(log_dir, model_tag)
     frames = [
         pd.read_parquet(path).assign(
@@ -135,7 +140,6 @@ def read_prediction_log(log_dir: Path, model_tag: str) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(
             {
-                "entity_id": pd.Series(dtype=object),
                 "scored_at": pd.Series(dtype="datetime64[us, UTC]"),
                 "score": pd.Series(dtype=float),
                 "window_start": pd.Series(dtype="datetime64[us, UTC]"),

@@ -5,6 +5,7 @@ label of the same entity whose event time is nearest to when it was scored (with
 labels known by a given time. Each window's ROC AUC is then held against the model's own, on its test window.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -82,32 +83,39 @@ def join_labels(
     labels: pd.DataFrame,
     *,
     spec: LabelsSpec,
-    entity_key: str,
+    entity_keys: Sequence[str],
     known_by: datetime,
     within: timedelta,
 ) -> pd.DataFrame:
     """`predictions` (as `read_prediction_log` returns them) with a `label` column: the label of the same entity
-    whose event time is nearest to `scored_at`, within `within`, among labels known by `known_by`; NaN if none."""
-    missing = [column for column in (entity_key, spec.event_time, spec.column) if column not in labels.columns]
+    (all its join keys equal) whose event time is nearest to `scored_at`, within `within`, among labels known by
+    `known_by`; NaN if none."""
+    keys = list(entity_keys)
+    missing = [column for column in (*keys, spec.event_time, spec.column) if column not in labels.columns]
     if missing:
         raise ValueError(
-            f"label table lacks column(s) {', '.join(missing)} (labels.* in the project spec, entity {entity_key!r})"
+            f"label table lacks column(s) {', '.join(missing)} (labels.* in the project spec; join keys "
+            f"{', '.join(keys)})"
         )
     known = labels
     if spec.available_time is not None:
         known = labels[pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)]
     right = pd.DataFrame(
         {
-            "entity_id": known[entity_key].to_numpy(),
+            **{key: known[key].to_numpy() for key in keys},
             "labelled_at": _utc_ns(known[spec.event_time]),
             LABEL_COLUMN: known[spec.column].to_numpy(dtype=float),
         }
     ).sort_values("labelled_at", kind="stable")
-    left = predictions.assign(scored_at=_utc_ns(predictions["scored_at"])).sort_values("scored_at", kind="stable")
-    if left["entity_id"].dtype != right["entity_id"].dtype:  # e.g. ids logged as strings, labels keyed by int
-        left["entity_id"], right["entity_id"] = left["entity_id"].astype(str), right["entity_id"].astype(str)
+    left = predictions.assign(
+        **{key: pd.Series(dtype=right[key].dtype) for key in keys if key not in predictions},  # an empty log
+        scored_at=_utc_ns(predictions["scored_at"]),
+    ).sort_values("scored_at", kind="stable")
+    for key in keys:
+        if left[key].dtype != right[key].dtype:  # e.g. ids logged as strings, labels keyed by int
+            left[key], right[key] = left[key].astype(str), right[key].astype(str)
     joined = pd.merge_asof(
-        left, right, left_on="scored_at", right_on="labelled_at", by="entity_id", direction="nearest", tolerance=within
+        left, right, left_on="scored_at", right_on="labelled_at", by=keys, direction="nearest", tolerance=within
     )
     return joined.drop(columns="labelled_at")
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from bentoml._internal.bento.bento import BentoStore
 
 from cicloml.atomic import atomic_path
 from cicloml.bento import BENTOML, bentoml_environment, build_bento
@@ -179,7 +180,9 @@ class Backend:
         log_path = log_dir / f"{bento_tag.replace(':', '-')}.log"
         environment = bentoml_environment(settings)
         environment["BENTOML_CONFIG_OVERRIDES"] = f'{{"services": {{"cicloml": {{"workers": {workers}}}}}}}'
-        command = [str(BENTOML), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+        # By path: a bento named like an importable module (`click:v1`) would be taken for an import string.
+        bento_dir = BentoStore(str(settings.bentoml_home / "bentos")).get(bento_tag).path
+        command = [str(BENTOML), "serve", bento_dir, "--host", "127.0.0.1", "--port", str(port)]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -220,7 +223,6 @@ class ChampionServer:
 
     settings: Settings
     registry: ModelRegistry
-    project_dir: Path
     host: str = "127.0.0.1"
     port: int = 3000
     workers: int = 1
@@ -285,7 +287,7 @@ class ChampionServer:
         If the new bento cannot be built or started, the old one keeps serving, and this champion is not tried
         again until the pointer moves (or SIGHUP asks)."""
         try:
-            bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag, self.project_dir)
+            bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag)
             self.registry.record_bento(model_tag, bento_tag)
             log_dir = self.settings.state_dir / "serve" / "logs"
             new = Backend.start(self.settings, bento_tag, model_tag, self.workers, log_dir)
@@ -335,14 +337,12 @@ def serving_state_file(settings: Settings) -> Path:
     return settings.state_dir / "serve" / "serving.json"
 
 
-def serve_champion(settings: Settings, registry: ModelRegistry, project_dir: Path, **options: Any) -> None:
+def serve_champion(settings: Settings, registry: ModelRegistry, **options: Any) -> None:
     """Run a `ChampionServer` in the foreground until SIGINT or SIGTERM; SIGHUP re-checks the champion."""
-    if not (project_dir / "bentofile.yaml").is_file():
-        raise ConfigError(f"no bentofile.yaml in {project_dir}: run from the project folder (the spec's folder)")
 
     async def main() -> None:
         stop = asyncio.Event()
-        server = ChampionServer(settings, registry, project_dir, **options)
+        server = ChampionServer(settings, registry, **options)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)

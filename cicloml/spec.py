@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cicloml.errors import ConfigError
 
@@ -20,11 +28,20 @@ class _Section(BaseModel):
 
 class FeaturesSpec(_Section):
     repo: Path = Path("features")
-    """The Feast repository folder (holds feature_store.yaml)."""
-    entity: str
-    """The Feast entity predictions are made for."""
+    """The Feast repository folder (holds feature_store.yaml); a relative path is relative to the spec's folder."""
+    entity: str | list[str]
+    """The Feast entity predictions are made for, or the entities of a compound key (user and item, say):
+    `cicloml check` holds the feature service's views to them."""
     feature_service: str
     """The versioned Feast feature service a model trains and serves on (e.g. churn_v1)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Features of the service the model leaves out, e.g. ones of a type a model cannot read (Map, Json, ...)."""
+
+    @field_validator("repo")
+    @classmethod
+    def _relative_to_spec(cls, repo: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("spec_dir")
+        return repo if repo.is_absolute() or base is None else (base / repo).resolve()
 
 
 class LabelsSpec(_Section):
@@ -179,7 +196,7 @@ def load_spec(path: Path) -> ProjectSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     try:
-        return ProjectSpec.model_validate(raw)
+        return ProjectSpec.model_validate(raw, context={"spec_dir": path.resolve().parent})
     except ValidationError as error:
         problems = "\n".join(f"  {_describe(problem)}" for problem in error.errors())
         raise ConfigError(f"{path}: invalid project spec\n{problems}") from None

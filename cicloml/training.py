@@ -8,6 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from cicloml.errors import ConfigError, DataError
 from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
+from cicloml.models.inputs import encode_frame, learn_vector_widths
 from cicloml.models.preprocessing import FeatureSchema
 from cicloml.profiling import SCORE_COLUMN, DatasetProfileView, profile_frame
 from cicloml.registry import ModelRegistry
@@ -50,6 +51,16 @@ def split_by_time(
                 "(widen the training window or change training.validation_fraction / test_fraction)"
             )
     return split
+
+
+def encode_training_frame(
+    frame: pd.DataFrame, schema: FeatureSchema, time_column: str
+) -> tuple[pd.DataFrame, FeatureSchema]:
+    """The training frame with its model columns (see `cicloml.models.inputs`), and the schema the model is trained
+    on: array features' widths learned from this frame, timestamps aged against each label's event time."""
+    inputs = tuple(learn_vector_widths(schema.feature_inputs, frame))
+    schema = FeatureSchema.from_inputs(schema.entity_keys, inputs)
+    return encode_frame(inputs, frame, time_column), schema
 
 
 def fit_model(

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from cicloml.batch import PredictionReport
+from cicloml.batch import PredictionReport, model_contract
 from cicloml.errors import ConfigError
 from cicloml.feature_store import open_store
 from cicloml.registry import ModelRegistry
@@ -40,8 +40,7 @@ def batch_predict(params: BatchPredictParams = BatchPredictParams()) -> Predicti
 
     model = tasks.load_model(registry, tag)
     store = open_store(spec.features.repo, settings)
-    service = model.lineage.feature_service  # the features this model was trained on
-    frame = tasks.fetch_latest_features(store, service, as_of)
+    frame = tasks.fetch_latest_features(store, model_contract(store, model), as_of)  # what this model was trained on
     predictions = tasks.score_entities(model, frame, as_of)
     report = tasks.write_predictions(predictions, settings.predictions_dir, as_of)
 

@@ -23,7 +23,8 @@ class BuildBentoParams(BaseModel):
     model_tag: str | None = None
     """The model version to serve (`name:version`); default the champion."""
     deploy: bool = True
-    """Apply bentos/deployment.yaml on BentoCloud with the bento (skipped, and said so, without credentials)."""
+    """Apply bentos/deployment.yaml on BentoCloud with the bento, as deployment cicloml-<model name> (skipped, and
+    said so, without credentials)."""
 
 
 class BuildBentoResult(BaseModel):
@@ -37,8 +38,8 @@ class BuildBentoResult(BaseModel):
 
 @flow(name="build-bento")
 def build_bento(params: BuildBentoParams = BuildBentoParams()) -> BuildBentoResult:
-    """Build the bento pinning one model version (default the champion), tag it `cicloml:<model version>`, and
-    record the bento on the model in the registry."""
+    """Build the bento pinning one model version (default the champion) with the project it serves, tag it like
+    the model (`<name>:<version>`), and record the bento on the model in the registry."""
     settings = get_settings()
     spec = load_spec(settings.spec_path)
     registry = ModelRegistry(settings, spec.name)
@@ -47,7 +48,7 @@ def build_bento(params: BuildBentoParams = BuildBentoParams()) -> BuildBentoResu
         raise ConfigError(f"no champion for {spec.name!r} yet: train one first (python -m flows.train)")
     model_tag = registry.resolve(model_tag)  # a missing version fails here, before a build
 
-    bento_tag, built = tasks.build_bento(settings, model_tag, PROJECT_DIR)
+    bento_tag, built = tasks.build_bento(settings, model_tag)
     registry.record_bento(model_tag, bento_tag)
     logger = get_run_logger()
     logger.info("%s serves %s (%s)", bento_tag, model_tag, "built" if built else "already built")

@@ -64,7 +64,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         predictions,
         read_labels(settings, spec.labels),
         spec=spec.labels,
-        entity_key=lineage.features.entity_keys[0],
+        entity_keys=lineage.features.entity_keys,
         known_by=known_by,
         within=timedelta(hours=spec.quality.match_within_hours),
     )

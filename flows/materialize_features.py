@@ -1,5 +1,6 @@
 """materialize-features: register the Feast repo and load the online store up to now."""
 
+import argparse
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
@@ -57,5 +58,17 @@ def _summary(report: MaterializeReport, services: list[str]) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.materialize_features",
+        description="Register the Feast repository the project spec names and load its online store up to now.",
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="first write the seeded churn demo's data into the state folder"
+    )
+    args = parser.parse_args(argv)
+    print(run_locally(materialize_features, MaterializeParams(generate_demo_data=args.demo)).model_dump_json(indent=2))
+
+
 if __name__ == "__main__":
-    print(run_locally(materialize_features, MaterializeParams(generate_demo_data=True)).model_dump_json(indent=2))
+    main()

@@ -24,6 +24,7 @@ fetch_training_frame = _store_step(feature_store.fetch_training_frame)
 fetch_latest_features = _store_step(feature_store.fetch_latest_features)
 
 # training
+encode_training_frame = _step(training.encode_training_frame)
 validate_training_frame = _step(checks.validate_training_frame)
 fit_model = _step(spread_joblib(training.fit_model))  # on the Dask runner, a search's candidates run on the cluster
 tune_threshold = _step(training.tune_threshold)

@@ -7,7 +7,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from cicloml.feature_store import feature_schema, open_store
+from cicloml.contract import FeatureContract
+from cicloml.feature_store import open_store
 from cicloml.gate import GateDecision, decide_promotion
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
@@ -48,9 +49,10 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     # Steps that do real work are tasks (watched, retried and timed in the UI); lookups and quick arithmetic
     # (milliseconds) are plain calls.
     store = open_store(spec.features.repo, settings)
-    schema = feature_schema(store, service)
+    contract = FeatureContract.resolve(store, service, exclude=spec.features.exclude)
     labels = read_labels(settings, spec.labels)
-    frame = tasks.fetch_training_frame(store, service, labels, spec.labels, known_by=params.as_of or _now())
+    frame = tasks.fetch_training_frame(store, contract, labels, spec.labels, known_by=params.as_of or _now())
+    frame, schema = tasks.encode_training_frame(frame, contract.schema(), time_column)
     tasks.validate_training_frame(
         frame, label=label, keys=[*schema.entity_keys, time_column], features=schema.features, limits=spec.checks
     )

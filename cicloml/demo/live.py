@@ -140,9 +140,12 @@ class TrafficSent:
     """Scored entities per model version that answered."""
 
 
-def send_traffic(url: str, entity_ids: Sequence[Any], *, per_request: int = 10, clients: int = 4) -> TrafficSent:
-    """POST every id to `url`/predict, `per_request` ids a request, from `clients` threads; count what came back."""
-    chunks = [list(entity_ids[start : start + per_request]) for start in range(0, len(entity_ids), per_request)]
+def send_traffic(url: str, entities: Sequence[Any], *, per_request: int = 10, clients: int = 4) -> TrafficSent:
+    """POST every entity to `url`/predict, `per_request` a request, from `clients` threads; count what came back.
+
+    Entities are ids (`{"entity_ids": [...]}`), or objects of join keys and request fields (`{"entities": [...]}`).
+    """
+    chunks = [list(entities[start : start + per_request]) for start in range(0, len(entities), per_request)]
     failed, scored, tags = 0, 0, Counter[str]()
     lock = threading.Lock()
 
@@ -151,7 +154,8 @@ def send_traffic(url: str, entity_ids: Sequence[Any], *, per_request: int = 10, 
         with httpx.Client(base_url=url, timeout=30) as session:
             for chunk in share:
                 try:
-                    response = session.post("/predict", json={"entity_ids": chunk})
+                    field = "entities" if isinstance(chunk[0], dict) else "entity_ids"
+                    response = session.post("/predict", json={field: chunk})
                 except httpx.HTTPError:
                     response = None
                 with lock:

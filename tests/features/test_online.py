@@ -5,6 +5,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from cicloml.contract import FeatureContract
 from cicloml.demo.churn import generate_churn_data
 from cicloml.feature_store import OnlineFeatureReader, apply_repo, materialize, push_features
 from tests.features.conftest import END, activity_row, applied_store
@@ -25,7 +26,7 @@ def latest(frame: pd.DataFrame, before) -> pd.DataFrame:
 
 
 def online_values(store, ids, now=END):
-    return OnlineFeatureReader(store, "churn_v1").fetch(ids, now=now)
+    return OnlineFeatureReader(store, FeatureContract.resolve(store, "churn_v1")).fetch(ids, now=now)
 
 
 def test_materialize_then_lookup_returns_each_entitys_latest_values(demo):
@@ -121,15 +122,19 @@ def test_pushed_rows_go_online_and_older_pushes_are_ignored(demo):
 
 def feast_reference(store, reader: OnlineFeatureReader, ids, now) -> tuple[dict, list]:
     """Feast's own lookup, with the unknown / stale / missing rules applied to its `to_dict` answer."""
+    (join_key,) = reader.join_keys
     response = store.get_online_features(
-        features=reader.service, entity_rows=[{reader.join_key: entity} for entity in ids]
+        features=store.get_feature_service(reader.contract.service), entity_rows=[{join_key: entity} for entity in ids]
     ).to_dict(include_event_timestamps=True)
+    ttl_seconds = {
+        name: read.ttl.total_seconds() if read.ttl else None for read in reader.contract.views for name in read.features
+    }
     checked = []
     for row in range(len(ids)):
         stamps = {name: response[f"{name}__ts"][row] for name in reader.features}
         stale = [
             name
-            for name, ttl in reader.ttl_seconds.items()
+            for name, ttl in ttl_seconds.items()
             if ttl is not None and stamps[name] and now.timestamp() - stamps[name] > ttl
         ]
         missing = [name for name in reader.features if response[name][row] is None]
@@ -141,7 +146,7 @@ def feast_reference(store, reader: OnlineFeatureReader, ids, now) -> tuple[dict,
             checked.append(("missing_values", missing))
         else:
             checked.append(("ok", []))
-    return {name: response[name] for name in [reader.join_key, *reader.features]}, checked
+    return {name: response[name] for name in [*reader.join_keys, *reader.features]}, checked
 
 
 @pytest.mark.parametrize("later", [timedelta(0), timedelta(days=3)], ids=["fresh", "activity_stale"])
@@ -158,7 +163,7 @@ def test_the_reader_answers_what_feasts_own_lookup_answers(demo, later):
     ids = [*known, 9000, 9001, 424242, known[0], 9002, known[3]]  # unknown and repeated ids too
     now = END + timedelta(hours=2) + later
 
-    reader = OnlineFeatureReader(store, "churn_v1")
+    reader = OnlineFeatureReader(store, FeatureContract.resolve(store, "churn_v1"))
     result = reader.fetch(ids, now=now)
     columns, checked = feast_reference(store, reader, ids, now)
 
@@ -177,7 +182,7 @@ def test_the_reader_answers_what_feasts_own_lookup_answers(demo, later):
 def test_the_reader_answers_an_empty_request_with_empty_columns(demo):
     store, _ = demo
     materialize(store, END)
-    reader = OnlineFeatureReader(store, "churn_v1")
+    reader = OnlineFeatureReader(store, FeatureContract.resolve(store, "churn_v1"))
     result = reader.fetch([])
-    assert result.columns == {name: [] for name in [reader.join_key, *reader.features]}
+    assert result.columns == {name: [] for name in [*reader.join_keys, *reader.features]}
     assert result.statuses == [] and result.ok

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cicloml.contract import FeatureContract
 from cicloml.errors import ConfigError
 from cicloml.feature_store import fetch_feature_frame, open_store
 from cicloml.registry import ModelRegistry
@@ -56,7 +57,8 @@ def test_scores_equal_the_champion_on_the_same_point_in_time_features(settings):
     champion = registry.load(registry.champion())
     assert set(predictions["model_tag"]) == {champion.tag}
     entities = predictions[["customer_id"]].assign(event_timestamp=END)
-    frame = fetch_feature_frame(open_store(FEATURE_REPO, settings), "churn_v1", entities)
+    store = open_store(FEATURE_REPO, settings)
+    frame = fetch_feature_frame(store, FeatureContract.resolve(store, "churn_v1"), entities)
     expected = champion.pipeline.predict_proba(frame[champion.lineage.features.features])[:, 1]
     np.testing.assert_allclose(predictions["score"].to_numpy(), expected, rtol=0, atol=1e-12)
     assert (predictions["predicted"] == (predictions["score"] >= champion.lineage.threshold)).all()

@@ -22,8 +22,8 @@ def test_the_champion_is_built_once_and_recorded_and_deploying_says_it_skipped(t
         champion = train(TrainParams(as_of=END)).tag
 
         first = build_bento()
-        assert (first.model_tag, first.bento_tag, first.built) == (champion, f"cicloml:{champion.split(':')[1]}", True)
-        assert (settings.bentoml_home / "bentos" / "cicloml" / champion.split(":")[1] / "bento.yaml").is_file()
+        assert (first.model_tag, first.bento_tag, first.built) == (champion, champion, True)  # named like the model
+        assert (settings.bentoml_home / "bentos" / "churn" / champion.split(":")[1] / "bento.yaml").is_file()
         assert ModelRegistry(settings, "churn").bentos(champion) == [first.bento_tag]
         # No BentoCloud credentials here: the deploy step ran, did nothing, and says how to configure them.
         assert (first.deployment.status, first.deployment.deployment) == ("skipped", "cicloml-churn")

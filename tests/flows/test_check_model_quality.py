@@ -31,7 +31,7 @@ def serve_and_log(settings, champion: str, history, scenario: str, at: datetime)
     schema = model.lineage.features
     scores = row_scoring(model.pipeline, schema)({name: served[name].tolist() for name in schema.features}).tolist()
     log = PredictionLog(settings.prediction_log_dir, champion, "worker-a", clock=lambda: at.timestamp() + 60)
-    log.record(served["customer_id"].tolist(), scores)
+    log.record({"customer_id": served["customer_id"].tolist()}, scores)
     log.close()
 
 

@@ -51,7 +51,7 @@ def test_drift_alerts_once_and_retrains_in_process(tmp_path):
         registry = ModelRegistry(settings, "churn")
         newest = registry.versions()[-1].tag
         assert newest != champion and registry.champion() == newest
-        assert registry.bentos(newest) == [f"cicloml:{newest.split(':')[1]}"]
+        assert registry.bentos(newest) == [newest]  # a bento is tagged like its model
 
         again = detect_drift(DetectDriftParams(window_start=DRIFTED, model_tag=champion, retrain_in_process=True))
         assert (again.drifted, again.alert, again.retrain) == (True, "already_sent", "already_requested")

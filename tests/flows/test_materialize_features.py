@@ -7,6 +7,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from cicloml.contract import FeatureContract
 from cicloml.errors import ConfigError
 from cicloml.feature_store import OnlineFeatureReader, open_store
 from flows.materialize_features import MaterializeParams, materialize_features
@@ -18,7 +19,8 @@ PARAMS = MaterializeParams(end=END, generate_demo_data=True, demo_customers=30, 
 
 def snapshot(settings):
     files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in settings.data_dir.iterdir()}
-    reader = OnlineFeatureReader(open_store(FEATURE_REPO, settings), "churn_v1")
+    store = open_store(FEATURE_REPO, settings)
+    reader = OnlineFeatureReader(store, FeatureContract.resolve(store, "churn_v1"))
     return files, reader.fetch(list(range(1001, 1031)), now=END).columns
 
 

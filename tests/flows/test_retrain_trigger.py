@@ -86,6 +86,7 @@ def quick_spec(tmp_path: Path) -> Path:
     spec = yaml.safe_load((ROOT / "cicloml.yaml").read_text())
     spec["model"]["params"] = MODEL_SPEC.params
     spec["gates"]["min_roc_auc"] = 1.0
+    spec["features"]["repo"] = str(ROOT / "features")  # a relative repo is relative to the spec's folder
     path = tmp_path / "cicloml.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

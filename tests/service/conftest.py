@@ -34,17 +34,20 @@ def serving_environment(state_dir: Path, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def bento_server(environment: dict[str, str], log_path: Path, *arguments: str) -> Iterator[str]:
-    """Start `bentoml serve`, wait until /readyz answers 200, yield its base URL; stop it afterwards.
+def bento_server(
+    environment: dict[str, str], log_path: Path, *arguments: str, target: str = SERVICE, cwd: Path = ROOT
+) -> Iterator[str]:
+    """Start `bentoml serve` of `target` (the service from this checkout, or a built bento's tag) in `cwd`, wait
+    until /readyz answers 200, yield its base URL; stop it afterwards.
 
     The server runs in its own process group, so a worker left behind by a server that would not stop can be
     killed with it.
     """
     port = free_port()
-    command = [str(BENTOML), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port), *arguments]
+    command = [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(port), *arguments]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from cicloml.contract import FeatureContract
 from cicloml.demo.churn import write_churn_data
 from cicloml.feature_store import (
     apply_repo,
-    feature_schema,
     fetch_training_frame,
     materialize,
     open_store,
@@ -38,8 +38,9 @@ def build_served_state(settings: Settings, end: datetime, *, customers: int = 40
     store = open_store(ROOT / spec.features.repo, settings)
     apply_repo(store)
     materialize(store, end + timedelta(seconds=1))
-    schema = feature_schema(store, service)
-    frame = fetch_training_frame(store, service, read_labels(settings, spec.labels), spec.labels, known_by=end)
+    contract = FeatureContract.resolve(store, service)
+    schema = contract.schema()
+    frame = fetch_training_frame(store, contract, read_labels(settings, spec.labels), spec.labels, known_by=end)
     split = split_by_time(frame, spec.labels.event_time, validation_fraction=0.15, test_fraction=0.2)
     model = fit_model(split.train, spec.labels.column, schema, MODEL_SPEC, seed=0)
     threshold = tune_threshold(model, split.validation, schema, spec.labels.column)

@@ -30,19 +30,19 @@ def test_bentofile_pins_the_versions_of_constraints_txt() -> None:
         assert pinned.get(name) == version, f"bentofile.yaml pins {requirement}; constraints.txt has {pinned.get(name)}"
 
 
-def test_the_bento_takes_the_project_files_and_nothing_from_the_state_folder(tmp_path) -> None:
-    """A state folder inside the project holds earlier bentos' copies of the same files (and the bento being built):
-    taking them would nest bentos in bentos until the paths grow too long."""
+def test_the_bento_takes_the_service_the_library_and_the_project(tmp_path) -> None:
+    """The build context holds cicloml's service and library and the project it serves, nothing else."""
     config = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     spec = BentoPathSpec(config["include"], config["exclude"], str(tmp_path))  # an empty folder: no .bentoignore
-    for path in ("cicloml.yaml", "bentos/service.py", "cicloml/models/row_scorer.py", "features/feature_store.yaml"):
-        assert spec.includes(path), path
     for path in (
-        ".ciclo/bentoml/bentos/cicloml/v1/src/cicloml.yaml",
-        ".ciclo/bentoml/tmp/bentoml_bento_x/src/cicloml/settings.py",
-        "state/bentoml/bentos/cicloml/v1/src/cicloml.yaml",  # a state folder of another name (CICLO_STATE_DIR)
-        "tests/unit/test_spec.py",
+        "bentos/service.py",
+        "cicloml/models/row_scorer.py",
+        "project/cicloml.yaml",
+        "project/feature_repo/feature_store.yaml",
+        "project/feature_repo/registry.db",
     ):
+        assert spec.includes(path), path
+    for path in ("bentofile.yaml.bak", "tests/unit/test_spec.py", "cicloml/__pycache__/spec.cpython-311.pyc"):
         assert not spec.includes(path), path
 
 
@@ -51,17 +51,27 @@ def test_build_pins_the_model_carries_the_dockerfile_and_is_recorded_on_the_mode
         model_tag = build_served_state(settings, END, customers=200)
         version = model_tag.split(":")[1]
 
-        bento_tag, built = build_bento(settings, model_tag, ROOT)
-        assert (bento_tag, built) == (f"cicloml:{version}", True)
-        bento_dir = settings.bentoml_home / "bentos" / "cicloml" / version
+        bento_tag, built = build_bento(settings, model_tag)
+        assert (bento_tag, built) == (model_tag, True)  # a bento is named and versioned like its model
+        bento_dir = settings.bentoml_home / "bentos" / "churn" / version
         info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
         assert [model["tag"] for service in info["services"] for model in service["models"]] == [model_tag]
         assert info["args"] == {"model_tag": model_tag}
-        assert info["labels"] == {"project": "cicloml", "model": "churn", "model_version": version}
+        assert info["labels"] == {"project": "churn", "model": "churn", "model_version": version}
         dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
         assert re.search(r"^FROM .*python", dockerfile, re.MULTILINE | re.IGNORECASE)
-        for path in ("src/bentos/service.py", "src/features/feature_store.yaml", "src/cicloml.yaml"):
+        for path in ("src/bentos/service.py", "src/cicloml/contract.py", "src/project/feature_repo/feature_views.py"):
             assert (bento_dir / path).is_file(), path
+        # The project as the bento reads it: the spec points at the bundled repository, whose registry is a snapshot.
+        bundled = yaml.safe_load((bento_dir / "src/project/cicloml.yaml").read_text())
+        assert bundled["features"] == {
+            **yaml.safe_load((ROOT / "cicloml.yaml").read_text())["features"],
+            "repo": "feature_repo",
+        }
+        feast_config = yaml.safe_load((bento_dir / "src/project/feature_repo/feature_store.yaml").read_text())
+        assert feast_config["registry"] == {"registry_type": "file", "path": "registry.db", "cache_ttl_seconds": 0}
+        assert feast_config["online_store"]["path"] == "${CICLO_STATE_DIR}/feast/online.db"  # filled when it serves
+        assert (bento_dir / "src/project/feature_repo/registry.db").stat().st_size > 0
 
         registry = ModelRegistry(settings, "churn")
         registry.record_bento(model_tag, bento_tag)
@@ -69,4 +79,4 @@ def test_build_pins_the_model_carries_the_dockerfile_and_is_recorded_on_the_mode
         assert registry.bentos(model_tag) == [bento_tag]
 
         # Bentos are immutable: a second build for the same version reuses the first.
-        assert build_bento(settings, model_tag, ROOT) == (bento_tag, False)
+        assert build_bento(settings, model_tag) == (bento_tag, False)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cicloml.contract import FeatureContract
 from cicloml.feature_store import OnlineFeatureReader, open_store
 from cicloml.registry import LoadedModel, ModelRegistry
 from cicloml.settings import Settings
@@ -43,7 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         push_rows(settings, "customer_profile_push", [_profile(MISSING_ID), _profile(STALE_ID)])
         push_rows(settings, "customer_activity_push", [_activity(STALE_ID, NOW - timedelta(days=5))])
         champion = ModelRegistry(settings, "churn").load(tag)
-        yield Served(settings, champion, OnlineFeatureReader(open_store(FEATURE_REPO, settings), "churn_v1"))
+        store = open_store(FEATURE_REPO, settings)
+        yield Served(settings, champion, OnlineFeatureReader(store, FeatureContract.resolve(store, "churn_v1")))
 
 
 @pytest.fixture(scope="module")

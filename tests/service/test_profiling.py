@@ -141,7 +141,7 @@ def test_every_scored_row_is_counted_once_across_workers_after_a_graceful_stop(
     assert sum(int(view.metadata["rows"]) for view in views) == ok_rows
     # The prediction log (for delayed labels) holds every scored entity once per time it was scored, and only those.
     logged = read_prediction_log(state.prediction_log_dir, first[0]["model_tag"])
-    assert sorted(logged["entity_id"]) == sorted(scored)
+    assert sorted(logged["customer_id"]) == sorted(scored)
     assert logged["score"].between(0, 1).all()
 
     # The drift flow's comparison: every feature, and the score, against the reference the model was trained with.

@@ -126,7 +126,7 @@ def test_a_new_champion_takes_the_traffic_with_no_failed_request(tmp_path_factor
             switch = answers.index(second)
             assert switch > 0 and set(answers[:switch]) == {first} and set(answers[switch:]) == {second}
         second_backend = json.loads(state_file.read_text())
-        assert (second_backend["model_tag"], second_backend["bento_tag"]) == (second, f"cicloml:{second.split(':')[1]}")
+        assert (second_backend["model_tag"], second_backend["bento_tag"]) == (second, second)
         wait_for(lambda: not alive(first_backend["backend_pid"]), 60, "the old bento still runs", log_path)
     finally:
         process.terminate()

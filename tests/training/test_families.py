@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
+from cicloml.contract import FeatureContract
 from cicloml.demo.churn import write_churn_data
 from cicloml.feature_store import apply_repo, feature_schema, fetch_training_frame, materialize, open_store
 from cicloml.spec import LightningModelSpec, SearchSpec, SklearnModelSpec, load_spec
@@ -27,7 +28,13 @@ def data(tmp_path_factory):
         apply_repo(store)
         materialize(store, END)
         schema = feature_schema(store, "churn_v1")
-        frame = fetch_training_frame(store, "churn_v1", read_labels(settings, spec.labels), spec.labels, known_by=END)
+        frame = fetch_training_frame(
+            store,
+            FeatureContract.resolve(store, "churn_v1"),
+            read_labels(settings, spec.labels),
+            spec.labels,
+            known_by=END,
+        )
     split = split_by_time(frame, "event_timestamp", validation_fraction=0.15, test_fraction=0.2)
     return split, schema
 

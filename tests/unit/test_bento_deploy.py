@@ -14,8 +14,7 @@ from bentoml._internal.utils.cattr import bentoml_cattr
 from bentoml.exceptions import NotFound
 
 from cicloml import bento
-from cicloml.bento import bentocloud_credentials, deploy_bento
-from cicloml.errors import ConfigError
+from cicloml.bento import bentocloud_credentials, deploy_bento, deployment_name
 from cicloml.settings import Settings
 from tests.conftest import ROOT
 
@@ -30,8 +29,9 @@ def fake_bentoml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     script.write_text(
         "#!/usr/bin/env python3\n"
         "import json, os, sys\n"
-        f"open({str(calls)!r}, 'a').write(json.dumps({{'argv': sys.argv[1:], 'home': os.environ['BENTOML_HOME']}})"
-        " + '\\n')\n"
+        "config = open(sys.argv[sys.argv.index('--config-file') + 1]).read()\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps({{'argv': sys.argv[1:], 'home': os.environ['BENTOML_HOME'], "
+        "'config': config}) + '\\n')\n"
         "print('deployment output line')\n"
         "sys.exit(int(os.environ.get('FAKE_EXIT', '0')))\n"
     )
@@ -43,17 +43,19 @@ def fake_bentoml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_deployment_config_is_one_bentocloud_accepts():
     config = yaml.safe_load(CONFIG.read_text())
-    schema = bentoml_cattr.structure({**config, "bento": "cicloml:v1"}, CreateDeploymentSchema)
-    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    assert "name" not in config  # the deployment is named after the model it serves
+    schema = bentoml_cattr.structure(
+        {**config, "name": deployment_name("churn"), "bento": "churn:v1"}, CreateDeploymentSchema
+    )
     assert schema.name == "cicloml-churn"
-    assert list(schema.services) == [bentofile["name"]]  # the @bentoml.service name, which the bento is named after
+    assert list(schema.services) == ["cicloml"]  # the @bentoml.service name
     assert schema.services["cicloml"].scaling.min_replicas >= 1
 
 
 def test_without_credentials_nothing_runs_and_the_report_says_how_to_configure_them(settings, fake_bentoml):
     settings = Settings()  # re-read after the fixture removed any BENTO_CLOUD_API_KEY
-    report = deploy_bento(settings, "cicloml:v1", CONFIG)
-    assert (report.status, report.bento_tag, report.deployment) == ("skipped", "cicloml:v1", "cicloml-churn")
+    report = deploy_bento(settings, "churn:v1", CONFIG)
+    assert (report.status, report.bento_tag, report.deployment) == ("skipped", "churn:v1", "cicloml-churn")
     assert "BENTO_CLOUD_API_KEY" in report.message and f"BENTOML_HOME={settings.bentoml_home}" in report.message
     assert not fake_bentoml.exists()
 
@@ -61,13 +63,14 @@ def test_without_credentials_nothing_runs_and_the_report_says_how_to_configure_t
 def test_with_an_api_key_the_deployment_is_applied_with_the_bento(settings, fake_bentoml, monkeypatch):
     monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
     settings = Settings()  # re-read: the key is set now
-    report = deploy_bento(settings, "cicloml:v1", CONFIG)
+    report = deploy_bento(settings, "click_model:v1", CONFIG)
     assert report.status == "deployed" and "BENTO_CLOUD_API_KEY" in report.message
     [call] = [json.loads(line) for line in fake_bentoml.read_text().splitlines()]
-    assert call == {
-        "argv": ["deployment", "apply", "cicloml:v1", "--config-file", str(CONFIG)],
-        "home": str(settings.bentoml_home),
-    }
+    assert call["argv"][:4] == ["deployment", "apply", "click_model:v1", "--config-file"]
+    assert call["home"] == str(settings.bentoml_home)
+    # The deployment is named after the model (BentoCloud names take hyphens); the rest is the config file's.
+    assert yaml.safe_load(call["config"]) == {**yaml.safe_load(CONFIG.read_text()), "name": "cicloml-click-model"}
+    assert not Path(call["argv"][4]).exists()  # the rewritten config is removed afterwards
 
 
 def test_a_cloud_login_in_the_state_folder_counts_as_credentials(settings):
@@ -84,15 +87,8 @@ def test_a_failed_apply_raises_with_the_command_output(settings, fake_bentoml, m
     monkeypatch.setenv("BENTO_CLOUD_API_KEY", "a-key")
     monkeypatch.setenv("FAKE_EXIT", "1")
     settings = Settings()
-    with pytest.raises(RuntimeError, match="(?s)apply failed for cicloml:v1.*deployment output line"):
-        deploy_bento(settings, "cicloml:v1", CONFIG)
-
-
-def test_a_config_without_a_name_is_a_configuration_error(settings, tmp_path):
-    config = tmp_path / "deployment.yaml"
-    config.write_text("services: {}\n")
-    with pytest.raises(ConfigError, match="set `name`"):
-        deploy_bento(settings, "cicloml:v1", config)
+    with pytest.raises(RuntimeError, match="(?s)apply failed for churn:v1.*deployment output line"):
+        deploy_bento(settings, "churn:v1", CONFIG)
 
 
 def test_concurrent_builds_of_one_bento_build_it_once(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,7 +96,7 @@ def test_concurrent_builds_of_one_bento_build_it_once(settings: Settings, monkey
     first and reuses its bento instead of failing on a tag that now exists."""
     built: list[str] = []
 
-    def slow_build(settings: Settings, model: object, bento_tag: str, project_dir: Path) -> str:
+    def slow_build(settings: Settings, model: object, bento_tag: str, context: Path) -> str:
         time.sleep(0.3)  # long enough for the other caller to arrive while this build runs
         built.append(bento_tag)
         return bento_tag
@@ -114,8 +110,9 @@ def test_concurrent_builds_of_one_bento_build_it_once(settings: Settings, monkey
                 raise NotFound(tag)
 
     monkeypatch.setattr(bento, "_build", slow_build)
+    monkeypatch.setattr(bento, "write_build_context", lambda settings, context: None)
     monkeypatch.setattr(bento, "BentoStore", Store)
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: bento.build_bento(settings, "churn:v1", ROOT), range(2)))
-    assert built == ["cicloml:v1"]
-    assert sorted(results) == [("cicloml:v1", False), ("cicloml:v1", True)]
+        results = list(pool.map(lambda _: bento.build_bento(settings, "churn:v1"), range(2)))
+    assert built == ["churn:v1"]
+    assert sorted(results) == [("churn:v1", False), ("churn:v1", True)]

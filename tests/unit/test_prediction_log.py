@@ -26,16 +26,16 @@ class Clock:
 def test_close_writes_one_file_per_window_and_they_read_back(tmp_path):
     clock = Clock(START + 10)
     log = PredictionLog(tmp_path, TAG, "host-1", window_seconds=HOUR, clock=clock)
-    log.record([1001, 1002], [0.1, 0.9])
+    log.record({"customer_id": [1001, 1002]}, [0.1, 0.9])
     clock.now = START + HOUR + 5  # the next window
-    log.record([1003], [0.5])
+    log.record({"customer_id": [1003]}, [0.5])
 
     written = log.close()
     assert [path.parent.name for path in written] == ["20270115T080000Z", "20270115T090000Z"]
     assert all(path.name == "host-1.parquet" for path in written)
 
     rows = read_prediction_log(tmp_path, TAG)
-    assert rows["entity_id"].tolist() == [1001, 1002, 1003]
+    assert rows["customer_id"].tolist() == [1001, 1002, 1003]
     assert rows["score"].tolist() == [0.1, 0.9, 0.5]
     first = datetime.fromtimestamp(START, timezone.utc)
     assert rows["window_start"].tolist() == [pd.Timestamp(first)] * 2 + [pd.Timestamp(first) + pd.Timedelta(hours=1)]
@@ -45,26 +45,34 @@ def test_close_writes_one_file_per_window_and_they_read_back(tmp_path):
 def test_a_window_is_written_once_it_has_ended_without_close(tmp_path, monkeypatch):
     monkeypatch.setattr(prediction_log, "WRITE_DELAY_SECONDS", 0.05)
     log = PredictionLog(tmp_path, TAG, "host-1", window_seconds=1)
-    log.record(["a"], [0.3])
+    log.record({"customer_id": ["a"]}, [0.3])
     deadline = time.monotonic() + 5
     while read_prediction_log(tmp_path, TAG).empty and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert read_prediction_log(tmp_path, TAG)["entity_id"].tolist() == ["a"]
+    assert read_prediction_log(tmp_path, TAG)["customer_id"].tolist() == ["a"]
     assert log.close() == []  # nothing left to write
 
 
 def test_rows_after_close_are_dropped_and_close_is_idempotent(tmp_path):
     log = PredictionLog(tmp_path, TAG, "host-1", clock=Clock(START))
-    log.record([1], [0.2])
+    log.record({"customer_id": [1]}, [0.2])
     assert len(log.close()) == 1
-    log.record([2], [0.4])
+    log.record({"customer_id": [2]}, [0.4])
     assert log.close() == []
-    assert read_prediction_log(tmp_path, TAG)["entity_id"].tolist() == [1]
+    assert read_prediction_log(tmp_path, TAG)["customer_id"].tolist() == [1]
+
+
+def test_a_compound_key_is_logged_one_column_per_join_key(tmp_path):
+    log = PredictionLog(tmp_path, TAG, "host-1", clock=Clock(START))
+    log.record({"user_id": ["u1", "u2"], "item_id": [7, 8]}, [0.2, 0.6])
+    log.close()
+    rows = read_prediction_log(tmp_path, TAG)
+    assert rows[["user_id", "item_id", "score"]].values.tolist() == [["u1", 7, 0.2], ["u2", 8, 0.6]]
 
 
 def test_reading_ignores_a_write_in_progress_and_an_empty_log_has_the_columns(tmp_path):
     empty = read_prediction_log(tmp_path, TAG)
-    assert empty.empty and list(empty.columns) == ["entity_id", "scored_at", "score", "window_start"]
+    assert empty.empty and list(empty.columns) == ["scored_at", "score", "window_start"]
     folder = tmp_path / "churn" / "v1" / "20270115T080000Z"
     folder.mkdir(parents=True)
     (folder / ".tmp-99-host-2.parquet").write_bytes(b"half a file")

@@ -17,7 +17,7 @@ LABELS = LabelsSpec(path="labels.parquet", column="churned", available_time="lab
 def predictions(ids, scored_at, scores, window_start=T0) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "entity_id": ids,
+            "customer_id": ids,
             "scored_at": pd.to_datetime(scored_at, utc=True).astype("datetime64[us, UTC]"),
             "score": scores,
             "window_start": pd.Timestamp(window_start),
@@ -33,7 +33,7 @@ def labels(ids, observed, churned, known_after=timedelta(days=30)) -> pd.DataFra
 
 
 def join(preds, table, known_by, within=timedelta(hours=24)):
-    return join_labels(preds, table, spec=LABELS, entity_key="customer_id", known_by=known_by, within=within)
+    return join_labels(preds, table, spec=LABELS, entity_keys=["customer_id"], known_by=known_by, within=within)
 
 
 def test_each_prediction_takes_the_nearest_label_of_its_entity_within_the_tolerance():
@@ -44,7 +44,7 @@ def test_each_prediction_takes_the_nearest_label_of_its_entity_within_the_tolera
         [1, 0, 1, 0],
     )
     joined = join(preds, table, known_by=T0 + timedelta(days=60))
-    label = dict(zip(zip(joined["entity_id"], joined["score"], strict=True), joined["label"], strict=True))
+    label = dict(zip(zip(joined["customer_id"], joined["score"], strict=True), joined["label"], strict=True))
     assert (label[(1, 0.9)], label[(1, 0.8)], label[(3, 0.5)]) == (1.0, 0.0, 0.0)
     # Entity 2's only label is 30 hours from its prediction: beyond the 24 hours allowed, so no label.
     assert np.isnan(label[(2, 0.2)])
@@ -101,3 +101,30 @@ def test_no_labels_yet_is_not_a_verdict():
     )
     assert report.windows[0].metrics is None and not report.degraded
     assert report.title == "not enough labels yet"
+
+
+def test_a_compound_key_takes_the_label_of_the_same_pair_only():
+    preds = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": [1, 2, 1],
+            "scored_at": pd.to_datetime([T0] * 3, utc=True).astype("datetime64[us, UTC]"),
+            "score": [0.9, 0.4, 0.2],
+            "window_start": pd.Timestamp(T0),
+        }
+    )
+    observed = pd.to_datetime([T0, T0], utc=True)
+    table = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": [2, 1],
+            "event_timestamp": observed,
+            "churned": [1, 0],
+            "label_timestamp": observed,
+        }
+    )
+    joined = join_labels(
+        preds, table, spec=LABELS, entity_keys=["user_id", "item_id"], known_by=T0, within=timedelta(hours=1)
+    )
+    label = {(user, item): value for user, item, value in joined[["user_id", "item_id", "label"]].values}
+    assert np.isnan(label[("u1", 1)]) and (label[("u1", 2)], label[("u2", 1)]) == (1.0, 0.0)
