@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench-features: $(INSTALLED) system-packages ## Measure materialization and onli
 
 bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastAPI baseline with wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-on-demand: $(INSTALLED) system-packages ## On-demand views online beside Feast's own lookup; /predict with them (JSON)
+	$(BIN)/python benchmarks/bench_on_demand.py
 
 bench-profiling: $(INSTALLED) system-packages ## The bento with traffic profiling on vs off under wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_profiling.py

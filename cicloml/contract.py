@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 from feast import FeatureService, FeatureStore, FeatureView
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.value_type import ValueType
@@ -101,8 +100,13 @@ class OnDemandStep:
             for name, value_type in zip(self.inputs, self.input_types, strict=True)
         }
         if self.view.mode == "pandas":
-            table = self.view.transform_arrow(pa.table(values), full_feature_names=False)
-            result = {name: table.column(name).to_pylist() for name in self.outputs}
+            # The view's own transformation on a DataFrame of the inputs, under their short and their full names
+            # (`view__feature`), as Feast's `OnDemandFeatureView.transform_arrow` hands them to it. Built straight
+            # from the values rather than through Arrow: that round trip doubled the cost of a one-row call.
+            for source in self.view.source_feature_view_projections.values():
+                values.update({f"{source.name}__{field.name}": values[field.name] for field in source.features})
+            frame = self.view.feature_transformation.transform(pd.DataFrame(values))
+            result = {name: frame[_column(frame, self.view.name, name)].tolist() for name in self.outputs}
         elif self.view.singleton:
             singles = [
                 self.view.transform_dict({name: [column[row]] for name, column in values.items()})
@@ -360,6 +364,11 @@ def _on_demand_problem(view: OnDemandFeatureView) -> str | None:
     if getattr(view, "explode", False):
         return f"on-demand view {view.name!r} explodes rows into several; a prediction needs one row per entity"
     return None
+
+
+def _column(frame: pd.DataFrame, view: str, name: str) -> str:
+    """An output's column: a transformation may name it in full (`view__feature`)."""
+    return name if name in frame.columns else f"{view}__{name}"
 
 
 def _python_value(value: Any, value_type: ValueType) -> Any:

@@ -78,3 +78,13 @@ def test_invalid_yaml(tmp_path):
 def test_estimator_parameters_are_checked_against_the_estimator(tmp_path):
     with pytest.raises(ConfigError, match="model.sklearn: Value error, hist_gradient_boosting takes no parameter"):
         load_spec(write_spec(tmp_path, model={"family": "sklearn", "params": {"n_trees": 5}}))
+
+
+def test_the_feature_repository_is_found_from_the_specs_own_folder(tmp_path):
+    """A spec can live anywhere: a relative `features.repo` is relative to the spec, not to where cicloml runs."""
+    spec = load_spec(write_spec(tmp_path, features={"repo": "feature_repo", "exclude": ["notes"]}))
+    assert spec.features.repo == tmp_path / "feature_repo"
+    assert spec.features.exclude == ["notes"]
+    assert load_spec(write_spec(tmp_path, features={"repo": "/srv/feast"})).features.repo == Path("/srv/feast")
+    compound = load_spec(write_spec(tmp_path, features={"entity": ["user", "item"]}))
+    assert compound.features.entity == ["user", "item"]

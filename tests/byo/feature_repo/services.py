@@ -22,3 +22,10 @@ click_plain_v1 = FeatureService(
     features=[user_profile, item_stats, user_item_activity],
     description="The click model's stored features only.",
 )
+
+# With the request-time (python-mode) view only.
+click_python_v1 = FeatureService(
+    name="click_python_v1",
+    features=[user_profile, item_stats, user_item_activity, price_at_request],
+    description="The click model's stored features and the price at request time.",
+)
