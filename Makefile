@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastA
 
 bench-on-demand: $(INSTALLED) system-packages ## On-demand views online beside Feast's own lookup; /predict with them (JSON)
 	$(BIN)/python benchmarks/bench_on_demand.py
+
+bench-supervision: $(INSTALLED) ## cicloml serve's recovery from a killed backend, 1 and 2 workers (prints JSON)
+	$(BIN)/python benchmarks/bench_supervision.py
 
 bench-profiling: $(INSTALLED) system-packages ## The bento with traffic profiling on vs off under wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_profiling.py

@@ -14,8 +14,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-"""Probes and the metrics scrape stay open: orchestrators and Prometheus call them without the API token."""
+PROBES = frozenset({"/livez", "/readyz", "/healthz"})
+"""Probes stay open: orchestrators call them without the API token. `/metrics` needs it when one is set (what the
+service counts says how it is used; Prometheus sends the token with `authorization: {credentials: ...}`)."""
+OPEN_PATHS = PROBES | {"/metrics"}
+"""Paths that take no request body, which the media-type check leaves alone."""
 
 
 async def send_error(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
@@ -36,7 +39,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class BearerTokenAuth:
     """Require `Authorization: Bearer <token>` on every path but `open_paths` (401 otherwise)."""
 
-    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = PROBES) -> None:
         if not token:
             raise ValueError("BearerTokenAuth needs a non-empty token")
         self.app = app

@@ -32,6 +32,7 @@ from bentoml.validators import ContentType
 from feast import FeatureStore
 from pydantic import BaseModel
 
+from bentos.metrics import label_requests_by_route
 from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly
 from bentos.schemas import (
     MAX_ROWS,
@@ -345,6 +346,9 @@ class PredictionService:
 def _columns(rows: list[Any], names: list[str]) -> dict[str, list[Any]]:
     """Validated request rows as one list per field."""
     return {name: [getattr(row, name) for row in rows] for name in names}
+
+
+label_requests_by_route()
 
 
 def _install_middleware(settings: Settings) -> None:

@@ -1,8 +1,9 @@
 """Slack alerts through an incoming webhook: a Block Kit message, sent once per key, retried, never leaking the URL.
 
 A webhook URL is a credential (anyone holding it can post to the channel), so it is passed as a `SecretStr`, and
-neither log lines nor errors from this module contain it: httpx puts the URL in its exception messages, so those
-are replaced by errors that name only the status or the kind of failure.
+neither log lines nor errors from this module contain it: every text they take from httpx or from the receiver (a
+status line, a response body that repeats the request path, a transport error) goes through
+`cicloml.redaction.redact` first, as do httpx's own log lines.
 
 "Once per key" (one alert per model and window) holds across reruns and concurrent runs: senders take an
 exclusive lock on the key's file in the ledger folder, and the first to deliver writes a receipt there; later
@@ -27,6 +28,7 @@ from cicloml.atomic import atomic_path
 from cicloml.drift import DriftReport
 from cicloml.gate import GateDecision
 from cicloml.quality import QualityReport, WindowQuality
+from cicloml.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,12 @@ ATTEMPTS = 4
 BACKOFF_S = 1.0
 """First wait between attempts; doubled each time, or Slack's Retry-After when it sends one."""
 MAX_FEATURES_LISTED = 10
+HTTP_LOGGERS = ("httpx", *(f"httpcore.{name}" for name in ("connection", "http11", "http2", "proxy", "socks")))
+"""httpx logs each request's URL (INFO); httpcore logs the status line and headers (DEBUG), which may repeat it."""
 
 
 class AlertDeliveryError(RuntimeError):
-    """Slack did not take the message after every attempt (the message names no URL)."""
+    """Slack did not take the message after every attempt (the message names no URL, nor its path)."""
 
 
 @dataclass(frozen=True)
@@ -183,13 +187,16 @@ def _ledger_name(key: str) -> str:
 
 
 def _post(webhook_url: SecretStr, message: dict[str, Any], sleep: Callable[[float], None]) -> int:
-    redaction = _Redact(webhook_url.get_secret_value())
-    httpx_logger = logging.getLogger("httpx")  # logs every request's URL at INFO
-    httpx_logger.addFilter(redaction)
+    redaction = _Redact(webhook_url)
+    # On each logger itself: a filter applies to the records of the logger it is added to, not of its children.
+    loggers = [logging.getLogger(name) for name in HTTP_LOGGERS]
+    for http_logger in loggers:
+        http_logger.addFilter(redaction)
     try:
         return _post_with_retries(webhook_url, message, sleep)
     finally:
-        httpx_logger.removeFilter(redaction)
+        for http_logger in loggers:
+            http_logger.removeFilter(redaction)
 
 
 def _post_with_retries(webhook_url: SecretStr, message: dict[str, Any], sleep: Callable[[float], None]) -> int:
@@ -198,12 +205,15 @@ def _post_with_retries(webhook_url: SecretStr, message: dict[str, Any], sleep: C
     for attempt in range(1, ATTEMPTS + 1):
         try:
             response = httpx.post(webhook_url.get_secret_value(), json=message, timeout=10.0)
-        except httpx.HTTPError as error:  # its message holds the URL: keep only the kind of failure
-            problem = f"{type(error).__name__} reaching the Slack webhook"
+        except httpx.HTTPError as error:
+            problem = redact(f"{type(error).__name__} reaching the Slack webhook: {error}", [webhook_url])
         else:
             if response.is_success:
                 return attempt
-            problem = f"the Slack webhook answered {response.status_code} {response.text[:100]!r}"
+            status = redact(f"{response.status_code} {response.reason_phrase}", [webhook_url])
+            # Redacted before it is cut short: a cut through the URL would leave a prefix that no longer matches it.
+            body = redact(response.text, [webhook_url])[:100]
+            problem = f"the Slack webhook answered {status}: {body!r}"
             if response.status_code not in RETRY_STATUSES:
                 break
             retry_after = _retry_after(response)
@@ -217,16 +227,17 @@ def _post_with_retries(webhook_url: SecretStr, message: dict[str, Any], sleep: C
 
 
 class _Redact(logging.Filter):
-    """Replaces the webhook URL in a log record's message."""
+    """Redacts the webhook URL (and its path) in a log record's message."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: SecretStr) -> None:
         super().__init__()
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "<the Slack webhook>"), ()
+        redacted = redact(message, [self.secret])
+        if redacted != message:
+            record.msg, record.args = redacted, ()
         return True
 
 

@@ -1,6 +1,7 @@
 """Write files so that readers see the old version or the new one, never half of either."""
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     On error (or a crash) the temporary file is removed or left under a `.tmp-` name that no reader looks for.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    # Unique per call, not only per process: two threads of one process may write the same file at once.
+    temporary = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}")
     try:
         yield temporary
         os.replace(temporary, path)

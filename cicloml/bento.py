@@ -25,6 +25,7 @@ from bentoml.exceptions import NotFound
 import bentos
 import cicloml
 from cicloml.errors import ConfigError
+from cicloml.redaction import redact
 from cicloml.settings import Settings
 from cicloml.spec import load_spec
 
@@ -178,7 +179,7 @@ def _build(settings: Settings, model: Tag, bento_tag: str, context: Path) -> str
     ]
     result = subprocess.run(command, cwd=context, env=bentoml_environment(settings), capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"bentoml build failed for {model}:\n{_tail(result)}")
+        raise RuntimeError(f"bentoml build failed for {model}:\n{_tail(result, settings)}")
     built = [line.removeprefix("__tag__:") for line in result.stdout.splitlines() if line.startswith("__tag__:")]
     if built != [bento_tag]:
         raise RuntimeError(f"bentoml build reported {built}, expected {bento_tag}")
@@ -236,9 +237,14 @@ def deploy_bento(settings: Settings, bento_tag: str, config_file: Path) -> Deplo
     finally:
         os.unlink(named.name)
     if result.returncode != 0:
-        raise RuntimeError(f"bentoml deployment apply failed for {bento_tag} ({deployment}):\n{_tail(result)}")
+        raise RuntimeError(
+            f"bentoml deployment apply failed for {bento_tag} ({deployment}):\n{_tail(result, settings)}"
+        )
     return DeployReport("deployed", bento_tag, deployment, f"{bento_tag} applied to {deployment} ({credentials})")
 
 
-def _tail(result: subprocess.CompletedProcess[str], lines: int = 20) -> str:
-    return "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
+def _tail(result: subprocess.CompletedProcess[str], settings: Settings, lines: int = 20) -> str:
+    """The end of a `bentoml` command's output, secrets redacted: the command runs with BENTO_CLOUD_API_KEY (and
+    every CICLO_* secret) in its environment, and its errors may repeat a request with the key."""
+    output = redact((result.stdout + result.stderr).strip(), settings.secrets)
+    return "\n".join(output.splitlines()[-lines:])

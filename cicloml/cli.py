@@ -15,6 +15,7 @@ cicloml stack up|down|status     the local stack (`make up` / `make down`): Pref
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,11 +82,19 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the champion's bento on HOST:PORT; switch to each new champion with no failed request",
         description="Serve the champion's bento (built if needed) behind a local proxy on HOST:PORT. When the "
         "champion changes, the new bento starts beside the old one and takes the traffic once ready; the old one "
-        "finishes its requests and stops. Runs until SIGINT/SIGTERM; SIGHUP checks the champion at once.",
+        "finishes its requests and stops. A bento that dies or hangs is restarted (503 with Retry-After "
+        "meanwhile); <state>/serve/serving.json says what is served and how it fares. Runs until SIGINT/SIGTERM; "
+        "SIGHUP checks the champion at once.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=3000, help="port to listen on (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=1, help="BentoML workers per bento (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        # Two where there are the cores: BentoML restarts a crashed worker while the other keeps answering.
+        default=2 if (os.cpu_count() or 1) >= 2 else 1,
+        help="BentoML workers per bento (default: %(default)s, two where the machine has two cores)",
+    )
     serve.add_argument(
         "--poll-seconds", type=float, default=5.0, help="how often to check the champion (default: %(default)s)"
     )

@@ -1,16 +1,20 @@
 """The model registry: BentoML's model store under the state folder, plus an explicit champion pointer.
 
 A model version is a BentoML model holding the fitted pipeline and the whylogs reference profile of its
-training features, with its lineage as metadata and its gate outcome as labels. Saving is atomic: the model is
-built in a staging store on the same filesystem and renamed into the real store in one step, so a crash never
-leaves a version that looks complete. The champion pointer moves only by `promote` and `rollback`, under a lock,
-and is rewritten atomically.
+training features, with its lineage as metadata and its gate outcome as labels. Saving is atomic: each save
+builds its model in a staging store of its own (`<bentoml home>/staging/<pid>-<uuid>`, on the same filesystem) and
+renames the finished version folder into the real store in one step, so a crash never leaves a version that looks
+complete, and processes saving at the same moment never touch each other's files. A save removes its own staging
+folder when it ends, and a crashed save's folder once it is older than `STALE_STAGING_SECONDS`. The champion
+pointer moves only by `promote` and `rollback`, under a lock, and is rewritten atomically.
 """
 
 import fcntl
 import json
 import os
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +35,11 @@ from cicloml.settings import Settings
 
 MODEL_FILE = "pipeline.joblib"
 REFERENCE_PROFILE_FILE = "reference_profile.bin"
+
+# A save fills its staging folder only while BentoML copies the finished model into it (pickling happens in
+# BentoML's own temporary folder first), seconds even for a large model; an hour is far beyond that, so a staging
+# folder this old belongs to a save that was killed, never to one still running.
+STALE_STAGING_SECONDS = 3600
 
 
 class ModelVersion(BaseModel):
@@ -72,13 +81,17 @@ def load_model(model: bentoml.Model) -> LoadedModel:
 
 
 class ModelRegistry:
-    """Versions of one model name (the project spec's `name`) and which of them is the champion."""
+    """Versions of one model name (the project spec's `name`) and which of them is the champion.
+
+    Any number of processes may register versions at the same time: each save stages in its own folder and
+    publishes with one rename.
+    """
 
     def __init__(self, settings: Settings, name: str) -> None:
         self.name = name
         self._store_dir = settings.bentoml_home / "models"
         self.store = ModelStore(str(self._store_dir))
-        self._staging_dir = settings.bentoml_home / "staging"
+        self._staging_root = settings.bentoml_home / "staging"
         self._pointer_path = settings.registry_dir / f"{name}.json"
 
     # --- versions -------------------------------------------------------------------------------------------
@@ -87,21 +100,41 @@ class ModelRegistry:
         self, pipeline: Pipeline, lineage: Lineage, reference: DatasetProfileView, labels: dict[str, str]
     ) -> str:
         """Save a new version atomically and return its tag (`name:version`)."""
-        shutil.rmtree(self._staging_dir, ignore_errors=True)  # what a crashed save left behind
-        staging = ModelStore(str(self._staging_dir))
-        # BentoML metadata takes only non-null basic values, so the lineage travels as one JSON string.
-        metadata = {"feature_service": lineage.feature_service, "lineage": lineage.model_dump_json()}
-        with bentoml.models.create(self.name, labels=labels, metadata=metadata, _model_store=staging) as model:
-            joblib.dump(pipeline, model.path_of(MODEL_FILE))
-            write_profile(reference, Path(model.path_of(REFERENCE_PROFILE_FILE)))
-        staged = Path(staging.get(model.tag).path)
-        final = self._store_dir / model.tag.name / str(model.tag.version)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, final)  # the one step that makes the version visible
-        with atomic_path(final.parent / "latest") as latest:
-            latest.write_text(str(model.tag.version))
-        shutil.rmtree(self._staging_dir, ignore_errors=True)
-        return str(model.tag)
+        self._remove_stale_staging()
+        # Unique per process and per call, so no two saves ever share (or remove) a staging folder.
+        staging_dir = self._staging_root / f"{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            staging = ModelStore(str(staging_dir))
+            # BentoML metadata takes only non-null basic values, so the lineage travels as one JSON string.
+            metadata = {"feature_service": lineage.feature_service, "lineage": lineage.model_dump_json()}
+            with bentoml.models.create(self.name, labels=labels, metadata=metadata, _model_store=staging) as model:
+                joblib.dump(pipeline, model.path_of(MODEL_FILE))
+                write_profile(reference, Path(model.path_of(REFERENCE_PROFILE_FILE)))
+            staged = Path(staging.get(model.tag).path)
+            final = self._store_dir / model.tag.name / str(model.tag.version)
+            final.parent.mkdir(parents=True, exist_ok=True)  # the first versions of a name may arrive together
+            os.rename(staged, final)  # the one step that makes the version visible
+            # Concurrent saves each replace `latest` whole: it names a complete version, whichever save wrote last.
+            with atomic_path(final.parent / "latest") as latest:
+                latest.write_text(str(model.tag.version))
+            return str(model.tag)
+        finally:
+            shutil.rmtree(staging_dir, ignore_errors=True)
+
+    def _remove_stale_staging(self) -> None:
+        """Remove what saves killed mid-way left in the staging root: folders older than `STALE_STAGING_SECONDS`."""
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        try:
+            leftovers = list(self._staging_root.iterdir())
+        except FileNotFoundError:
+            return
+        for leftover in leftovers:
+            try:
+                stale = leftover.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue  # another save removed it since the listing
+            if stale:
+                shutil.rmtree(leftover, ignore_errors=True)  # ignore_errors: another save may be removing it too
 
     def load(self, tag: str) -> LoadedModel:
         return load_model(self._get(tag))

@@ -7,6 +7,11 @@ its /readyz, and then points the proxy at it in one assignment. Requests already
 there; once none is left in flight the old backend gets SIGTERM, and BentoML's graceful shutdown ends it. A
 caller sees no refused connection and no error during the switch, only the model version in the answers change.
 
+The server also supervises its backend. A backend whose process has died, or whose /readyz has failed for
+`UNRESPONSIVE_S`, is stopped with its whole process tree (its recorded workers too: they outlive a `kill -9` of
+their server) and started again, with back-off, up to `MAX_RESTARTS` in `RESTART_WINDOW_S`; meanwhile callers
+get 503 with `Retry-After`, never a 502. `serving.json` says what is served and how the backend fares.
+
 On BentoCloud the same switch is a deployment update (`cicloml.bento.deploy_bento`).
 """
 
@@ -20,18 +25,20 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 from bentoml._internal.bento.bento import BentoStore
 
 from cicloml.atomic import atomic_path
 from cicloml.bento import BENTOML, bentoml_environment, build_bento
 from cicloml.errors import ConfigError
+from cicloml.processes import ProcessRecord, family, find, stop_all
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 
@@ -60,6 +67,17 @@ READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 30.0
 """Longest wait for the requests in flight on the old backend before it is stopped anyway."""
+HEALTH_INTERVAL_S = 1.0
+"""How often the supervisor looks at the backend (and at once when a request could not reach it)."""
+UNRESPONSIVE_S = 15.0
+"""How long /readyz may fail before a live backend counts as hung: longer than a stall under full load."""
+RESTART_BACKOFF_S = (0.0, 2.0, 5.0, 15.0, 30.0)
+"""Waits before successive restart attempts (the last repeats): a crash loop must not spin the CPU."""
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+"""More restarts than `MAX_RESTARTS` within this window: the backend is given up on (503) until the champion
+changes or SIGHUP asks again, and `serving.json` says so."""
+RETRY_AFTER_S = 5
 
 
 class SwitchingProxy:
@@ -71,6 +89,10 @@ class SwitchingProxy:
 
     def __init__(self, timeout_s: float = 60.0) -> None:
         self.upstream: str | None = None
+        self.unavailable = "no model is being served yet"
+        """Why there is no upstream, for the 503 answered meanwhile."""
+        self.on_failure: Callable[[str], None] = lambda upstream: None
+        """Called when an upstream could not be reached (the supervisor looks at once)."""
         self.in_flight: Counter[str] = Counter()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=5.0),
@@ -85,7 +107,7 @@ class SwitchingProxy:
             return
         upstream = self.upstream
         if upstream is None:
-            await _send_json(send, 503, b'{"error": "no model is being served yet; retry shortly"}', retry=True)
+            await _unavailable(send, self.unavailable)
             return
         self.in_flight[upstream] += 1
         try:
@@ -109,8 +131,11 @@ class SwitchingProxy:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as error:
+            # Nothing of the request was answered: the backend is gone or going (a crash, a switch's last
+            # moment). A 503 with Retry-After tells the caller to come back; the supervisor looks at once.
             logger.warning("upstream %s failed: %s", upstream, error)
-            await _send_json(send, 502, b'{"error": "the model server did not answer"}')
+            self.on_failure(upstream)
+            await _unavailable(send, "the model server did not answer")
             return
         try:
             await send(
@@ -151,23 +176,30 @@ async def _body(receive: Receive):  # type: ignore[no-untyped-def]
             return
 
 
-async def _send_json(send: Send, status: int, body: bytes, *, retry: bool = False) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry:
-        headers.append((b"retry-after", b"2"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def _unavailable(send: Send, reason: str) -> None:
+    """503 with Retry-After, in the service's error shape."""
+    body = json.dumps({"error": f"{reason}; retry in a few seconds"}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_S).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 @dataclass
 class Backend:
-    """One `bentoml serve BENTO` process on a loopback port, in its own process group."""
+    """One `bentoml serve BENTO` process on a loopback port, in its own session, and the workers it started."""
 
     bento_tag: str
     model_tag: str
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    members: dict[int, ProcessRecord] = field(default_factory=dict)
+    """Every process of the backend seen so far (the server and its workers), by PID: BentoML's workers run in
+    sessions of their own, and a worker whose server was killed is found only through this record."""
 
     @property
     def url(self) -> str:
@@ -188,38 +220,66 @@ class Backend:
                 command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         logger.info("starting %s (%s) on port %d, log %s", bento_tag, model_tag, port, log_path)
-        return cls(bento_tag, model_tag, port, process, log_path)
+        backend = cls(bento_tag, model_tag, port, process, log_path)
+        backend.remember_members()
+        return backend
+
+    @property
+    def exited(self) -> int | None:
+        """The server process's exit code, None while it runs."""
+        return self.process.poll()
+
+    def remember_members(self) -> None:
+        """Record the server and the processes it has started by now (its workers appear as it starts up)."""
+        with suppress(psutil.NoSuchProcess):
+            for member in family(psutil.Process(self.process.pid)):
+                with suppress(psutil.NoSuchProcess):
+                    self.members.setdefault(member.pid, ProcessRecord.of(member))
 
     async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.bento_tag} exited with {self.process.returncode}; see {self.log_path}")
-                try:
-                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
+                self.remember_members()
+                if self.exited is not None:
+                    raise RuntimeError(f"{self.bento_tag} exited with {self.exited}; see {self.log_path}")
+                if await self.ready(client):
+                    self.remember_members()
+                    return
                 await asyncio.sleep(0.25)
         self.stop()
         raise RuntimeError(f"{self.bento_tag} was not ready after {timeout_s:.0f} s; see {self.log_path}")
 
+    async def ready(self, client: httpx.AsyncClient) -> bool:
+        try:
+            return (await client.get(f"{self.url}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
     def stop(self) -> None:
-        """SIGTERM (BentoML finishes the requests in flight), then SIGKILL for the group if it hangs."""
-        if self.process.poll() is None:
+        """SIGTERM the server (BentoML finishes the requests in flight and stops its workers), then stop whatever
+        of the backend is left: its live descendants and every recorded member still alive (a worker orphaned by
+        a killed server), SIGKILL after a timeout."""
+        if self.exited is None:
+            self.remember_members()
             self.process.terminate()
             try:
                 self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+                pass
+        left = [found for record in self.members.values() if (found := find(record)) is not None]
+        if left:
+            logger.info("stopping what is left of %s: pids %s", self.bento_tag, [member.pid for member in left])
+            stop_all(left, STOP_TIMEOUT_S)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
         logger.info("stopped %s", self.bento_tag)
 
 
 @dataclass
 class ChampionServer:
-    """The proxy on `host:port` and a backend for the current champion, switched when the champion changes."""
+    """The proxy on `host:port` and a backend for the current champion: switched when the champion changes,
+    restarted when it dies or hangs."""
 
     settings: Settings
     registry: ModelRegistry
@@ -229,13 +289,24 @@ class ChampionServer:
     poll_s: float = 5.0
     proxy: SwitchingProxy = field(default_factory=SwitchingProxy)
     backend: Backend | None = None
+    status: str = "waiting"
+    """serving | restarting | failed (given up on after too many restarts) | waiting (no champion yet)."""
+    restarts: list[float] = field(default_factory=list)
+    """When the backend was last restarted (monotonic seconds), for the limit."""
+    restart_count: int = 0
+    """Restarts since this server started."""
+    last_restart: str | None = None
+    """Why the backend was last restarted, when, and how long it took."""
     _check_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _look_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One change of backend at a time: a switch and a restart never interleave."""
     _failed: str | None = None
     """The champion that could not be served (not retried on every poll)."""
 
     @property
     def state_file(self) -> Path:
-        """What is served now (JSON: pid, url, model and bento tags), for scripts and `make up`/`down`."""
+        """What is served now (JSON: pid, url, model and bento tags, status, restarts), for scripts and `make up`."""
         return serving_state_file(self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -243,19 +314,21 @@ class ChampionServer:
         server = _ProxyServer(
             uvicorn.Config(self.proxy, host=self.host, port=self.port, log_level="warning", lifespan="on")
         )
+        self.proxy.on_failure = lambda upstream: self._look_now.set()
         server_task = asyncio.create_task(server.serve())
         watcher = asyncio.create_task(self._follow_champion(stop))
+        supervisor = asyncio.create_task(self._supervise(stop))
         stopping = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({server_task, watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (server_task, watcher):
+            await asyncio.wait({server_task, watcher, supervisor, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (server_task, watcher, supervisor):
                 if task.done() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            watcher.cancel()
-            stopping.cancel()
+            for task in (watcher, supervisor, stopping):
+                task.cancel()
             server.should_exit = True
-            await asyncio.gather(server_task, return_exceptions=True)
+            await asyncio.gather(server_task, watcher, supervisor, return_exceptions=True)
             if self.backend is not None:
                 await asyncio.to_thread(self.backend.stop)
             self.state_file.unlink(missing_ok=True)
@@ -276,6 +349,9 @@ class ChampionServer:
             elif champion is not None and champion != (self.backend and self.backend.model_tag):
                 if champion != self._failed or asked:
                     await self.switch_to(champion)
+            elif asked and self.status == "failed" and self.backend is not None:
+                self.restarts.clear()  # asked again: a fresh allowance of restarts
+                await self._restart(self.backend, "asked again (SIGHUP) after giving up")
             try:
                 await asyncio.wait_for(self._check_now.wait(), timeout=self.poll_s)
             except TimeoutError:
@@ -286,24 +362,108 @@ class ChampionServer:
 
         If the new bento cannot be built or started, the old one keeps serving, and this champion is not tried
         again until the pointer moves (or SIGHUP asks)."""
-        try:
-            bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag)
-            self.registry.record_bento(model_tag, bento_tag)
-            log_dir = self.settings.state_dir / "serve" / "logs"
-            new = Backend.start(self.settings, bento_tag, model_tag, self.workers, log_dir)
-            await new.wait_ready()
-        except (RuntimeError, ConfigError, OSError):
-            serving = self.backend.model_tag if self.backend else "nothing"
-            logger.exception("could not serve %s; still serving %s", model_tag, serving)
-            self._failed = model_tag
-            return
-        old, self.backend = self.backend, new
-        self.proxy.upstream = new.url
+        async with self._lock:
+            try:
+                bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag)
+                self.registry.record_bento(model_tag, bento_tag)
+                new = Backend.start(self.settings, bento_tag, model_tag, self.workers, self._log_dir)
+                await new.wait_ready()
+            except (RuntimeError, ConfigError, OSError):
+                serving = self.backend.model_tag if self.backend else "nothing"
+                logger.exception("could not serve %s; still serving %s", model_tag, serving)
+                self._failed = model_tag
+                return
+            old, self.backend = self.backend, new
+            self._serve(new)
+            self.restarts.clear()
+            logger.info("serving %s (%s) at http://%s:%d", model_tag, bento_tag, self.host, self.port)
+            if old is not None:
+                await self._drain(old.url)
+                await asyncio.to_thread(old.stop)
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        """Look at the backend every `HEALTH_INTERVAL_S` (at once after a request failed to reach it): restart it
+        when its server has exited or its /readyz has failed for `UNRESPONSIVE_S`."""
+        unready_since: float | None = None
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._look_now.wait(), timeout=HEALTH_INTERVAL_S)
+                self._look_now.clear()
+                backend = self.backend
+                if backend is None or self.status != "serving" or self._lock.locked():
+                    unready_since = None
+                    continue
+                backend.remember_members()  # workers BentoML restarts get new PIDs
+                if backend.exited is not None:
+                    await self._restart(backend, f"its server exited with {backend.exited}")
+                    unready_since = None
+                elif await backend.ready(client):
+                    unready_since = None
+                elif unready_since is None:
+                    unready_since = time.monotonic()
+                elif time.monotonic() - unready_since > UNRESPONSIVE_S:
+                    await self._restart(backend, f"/readyz failed for {UNRESPONSIVE_S:.0f} s")
+                    unready_since = None
+
+    async def _restart(self, backend: Backend, reason: str) -> None:
+        """Stop `backend` with its whole tree and start its bento again, with back-off, answering 503 meanwhile; give
+        up after `MAX_RESTARTS` in `RESTART_WINDOW_S`."""
+        async with self._lock:
+            if backend is not self.backend:
+                return  # switched away meanwhile
+            began = time.monotonic()
+            logger.error(
+                "backend %s (pid %d) is down: %s; restarting it", backend.bento_tag, backend.process.pid, reason
+            )
+            self.proxy.upstream = None
+            self.proxy.unavailable = "the model server is restarting"
+            self._set_status("restarting")
+            await asyncio.to_thread(backend.stop)
+            attempt = 0
+            while True:
+                self.restarts = [moment for moment in self.restarts if began - moment < RESTART_WINDOW_S]
+                if len(self.restarts) >= MAX_RESTARTS:
+                    logger.error(
+                        "gave up on %s after %d restarts in %.0f s: answering 503 (SIGHUP tries again)",
+                        backend.bento_tag,
+                        len(self.restarts),
+                        RESTART_WINDOW_S,
+                    )
+                    self.proxy.unavailable = "the model server keeps failing"
+                    self._set_status("failed")
+                    return
+                await asyncio.sleep(RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)])
+                attempt += 1
+                self.restarts.append(time.monotonic())
+                self.restart_count += 1
+                new = Backend.start(self.settings, backend.bento_tag, backend.model_tag, self.workers, self._log_dir)
+                try:
+                    await new.wait_ready()
+                except RuntimeError:
+                    logger.exception("restart %d of %s failed", attempt, backend.bento_tag)
+                    await asyncio.to_thread(new.stop)
+                    continue
+                self.backend = new
+                took = time.monotonic() - began
+                self.last_restart = (
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {reason} (back in {took:.1f} s)"
+                )
+                self._serve(new)
+                logger.info("backend %s back after %.1f s (pid %d)", new.bento_tag, took, new.process.pid)
+                return
+
+    def _serve(self, backend: Backend) -> None:
+        self.proxy.upstream = backend.url
+        self._set_status("serving")
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
         self._write_state()
-        logger.info("serving %s (%s) at http://%s:%d", model_tag, bento_tag, self.host, self.port)
-        if old is not None:
-            await self._drain(old.url)
-            await asyncio.to_thread(old.stop)
+
+    @property
+    def _log_dir(self) -> Path:
+        return self.settings.state_dir / "serve" / "logs"
 
     async def _drain(self, upstream: str) -> None:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -311,14 +471,17 @@ class ChampionServer:
             await asyncio.sleep(0.05)
 
     def _write_state(self) -> None:
-        assert self.backend is not None
+        backend = self.backend
         state = {
             "pid": os.getpid(),
             "url": f"http://{self.host}:{self.port}",
-            "model_tag": self.backend.model_tag,
-            "bento_tag": self.backend.bento_tag,
-            "backend_pid": self.backend.process.pid,
-            "backend_url": self.backend.url,
+            "status": self.status,
+            "model_tag": backend.model_tag if backend else None,
+            "bento_tag": backend.bento_tag if backend else None,
+            "backend_pid": backend.process.pid if backend and self.status == "serving" else None,
+            "backend_url": backend.url if backend and self.status == "serving" else None,
+            "restarts": self.restart_count,
+            "last_restart": self.last_restart,
         }
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_file) as temporary:

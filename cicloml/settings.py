@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         return path.expanduser().resolve()
 
     @property
+    def secrets(self) -> tuple[SecretStr, ...]:
+        """Every secret that is set (each `SecretStr` field, so a new one is included): what
+        `cicloml.redaction.redact` takes out of the error messages and logs of a component holding one."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return tuple(value for value in values if isinstance(value, SecretStr))
+
+    @property
     def data_dir(self) -> Path:
         """Raw and generated data (demo tables, labels, predictions)."""
         return self.state_dir / "data"

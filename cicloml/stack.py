@@ -12,8 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,25 +24,23 @@ from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
 from cicloml.errors import ConfigError
+from cicloml.processes import ProcessRecord, find, stop_tree
+from cicloml.redaction import redact
 from cicloml.settings import Settings
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 240.0  # upper bounds on waiting: migrations and a first bento build are slow on 2 cores
 SERVE_TIMEOUT_S = 600.0
 COMMAND_TIMEOUT_S = 600.0
-STOP_TIMEOUT_S = 30.0
 POLL_S = 0.5
 
 Say = Callable[[str], None]
 
 
-class StackProcess(BaseModel):
-    """One process `up` started: enough to find it again, and to be sure a PID still means it."""
+class StackProcess(ProcessRecord):
+    """One process `up` started: its name and log beside what finds it again."""
 
     name: str
-    pid: int
-    started: float
-    """The process's creation time (psutil), which a reused PID would not match."""
     log: Path
 
 
@@ -243,9 +240,9 @@ class _Starter:
         deadline = time.monotonic() + timeout
         while not ready():
             if not _alive(process):
-                raise StackError(f"{process.name} exited before {what} was up:\n{_tail(process.log)}")
+                raise StackError(f"{process.name} exited before {what} was up:\n{self._log_tail(process)}")
             if time.monotonic() > deadline:
-                raise StackError(f"no {what} after {timeout:.0f} s:\n{_tail(process.log)}")
+                raise StackError(f"no {what} after {timeout:.0f} s:\n{self._log_tail(process)}")
             time.sleep(POLL_S)
 
     def _prefect(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -258,12 +255,18 @@ class _Starter:
             timeout=COMMAND_TIMEOUT_S,
             check=False,
         )
+        output = redact(done.stdout + done.stderr, self.settings.secrets)
         with open(self.settings.stack_dir / "prefect-cli.log", "a") as log:
-            log.write(f"$ prefect {' '.join(arguments)}\n{done.stdout}{done.stderr}\n")
+            log.write(f"$ prefect {' '.join(arguments)}\n{output}\n")
         if check and done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-            raise StackError(f"`prefect {' '.join(arguments)}` exited with {done.returncode}:\n{output}")
+            tail = "\n".join(output.splitlines()[-30:])
+            raise StackError(f"`prefect {' '.join(arguments)}` exited with {done.returncode}:\n{tail}")
         return done
+
+    def _log_tail(self, process: StackProcess) -> str:
+        """The end of a part's log, secrets redacted: the Prefect server is given the database URL, and its
+        errors may repeat it."""
+        return redact(_tail(process.log), self.settings.secrets)
 
     def _worker_online(self, pool: str) -> bool:
         try:
@@ -301,43 +304,16 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _process(process: StackProcess) -> psutil.Process | None:
-    """The live process `process` records, or None when it is gone or its PID now belongs to another one."""
-    with suppress(psutil.NoSuchProcess):
-        found = psutil.Process(process.pid)
-        if abs(found.create_time() - process.started) < 0.01 and found.status() != psutil.STATUS_ZOMBIE:
-            return found
-    return None
-
-
 def _alive(process: StackProcess) -> bool:
-    return _process(process) is not None
+    return find(process) is not None
 
 
 def _stop(process: StackProcess) -> bool:
-    found = _process(process)
+    found = find(process)
     if found is None:
         return False
     stop_tree(found)
     return True
-
-
-def stop_tree(root: psutil.Process, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM `root` and everything it started, then SIGKILL what is left after `timeout` seconds."""
-    family = [root, *_descendants(root)]  # taken first: a child whose parent exits is no longer found below it
-    for member in family:
-        with suppress(psutil.NoSuchProcess):
-            member.terminate()
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    for member in alive:
-        with suppress(psutil.NoSuchProcess):
-            member.kill()
-    psutil.wait_procs(alive, timeout=10)
-
-
-def _descendants(process: psutil.Process) -> Iterator[psutil.Process]:
-    with suppress(psutil.NoSuchProcess):
-        yield from process.children(recursive=True)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

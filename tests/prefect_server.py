@@ -25,7 +25,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from cicloml.stack import stop_tree
+from cicloml.processes import stop_tree
 from tests.conftest import ROOT, free_port
 
 PREFECT = Path(sys.executable).with_name("prefect")

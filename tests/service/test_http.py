@@ -343,10 +343,12 @@ def test_with_auth_on_a_missing_or_wrong_token_is_401(
     assert response.json() == {"error": error}
 
 
-def test_with_auth_on_the_token_opens_the_api_and_probes_stay_open(auth_client: httpx.Client) -> None:
+def test_with_auth_on_the_token_opens_the_api_and_metrics_and_probes_stay_open(auth_client: httpx.Client) -> None:
     response = auth_client.post(
         "/predict", json={"entity_ids": KNOWN_IDS[:1]}, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert response.status_code == 200 and response.json()[0]["status"] == "ok"
-    for path in ("/livez", "/readyz", "/metrics"):
+    for path in ("/livez", "/readyz"):
         assert auth_client.get(path).status_code == 200
+    assert auth_client.get("/metrics").status_code == 401  # what the service counts is not for strangers
+    assert auth_client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

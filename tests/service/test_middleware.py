@@ -56,9 +56,14 @@ def test_a_missing_or_wrong_token_is_401(guarded: Any, headers: dict[str, str], 
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz", "/metrics"])
-def test_probes_and_metrics_need_no_token(guarded: Any, path: str) -> None:
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_probes_need_no_token(guarded: Any, path: str) -> None:
     assert call(guarded, "GET", path).status_code == 200
+
+
+def test_metrics_need_the_token_when_one_is_set(guarded: Any) -> None:
+    assert call(guarded, "GET", "/metrics").status_code == 401
+    assert call(guarded, "GET", "/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
 def test_auth_is_checked_before_the_body_size(guarded: Any) -> None:

@@ -6,7 +6,9 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -14,12 +16,17 @@ from cicloml.alerts import AlertDeliveryError, alert_key, drift_message, send_on
 from cicloml.drift import DriftReport, FeatureDrift, QualityIssue
 
 WINDOW = datetime(2026, 11, 22, 13, tzinfo=timezone.utc)
+PATH = "/services/T000/B000/secret-token-xyz"
+"""The receiver's webhook path: in Slack's, the credential."""
 
 
 class Receiver:
-    """A webhook on a free loopback port: records each POST body, answers with the scripted statuses (then 200)."""
+    """A webhook on a free loopback port: records each POST body, answers with the scripted statuses (then 200).
 
-    def __init__(self, statuses: list[int]) -> None:
+    With `echo`, a failure answers as some receivers and gateways do: its status line repeats the request path, and
+    its body is `echo` with `{path}`, `{url}` and `{url_encoded}` filled in."""
+
+    def __init__(self, statuses: list[int], echo: str | None = None) -> None:
         self.statuses = list(statuses)
         self.bodies: list[dict] = []
         receiver = self
@@ -30,7 +37,12 @@ class Receiver:
                 receiver.bodies.append(body)
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 payload = b"ok" if status == 200 else b"server_error"
-                self.send_response(status)
+                if status != 200 and echo is not None:
+                    url = receiver.url.get_secret_value()
+                    payload = echo.format(path=self.path, url=url, url_encoded=quote(url, safe="")).encode()
+                    self.send_response(status, f"No service at {self.path}")
+                else:
+                    self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "0")
                 self.send_header("Content-Length", str(len(payload)))
@@ -41,7 +53,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = SecretStr(f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/secret-token-xyz")
+        self.url = SecretStr(f"http://127.0.0.1:{self.server.server_port}{PATH}")
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "Receiver":
@@ -160,3 +172,52 @@ def test_an_unreachable_webhook_fails_without_the_url(report, tmp_path, no_sleep
 def test_without_a_webhook_nothing_is_sent(report, tmp_path):
     assert send_once(None, message(report), key="k", ledger_dir=tmp_path).status == "no_webhook"
     assert not any(tmp_path.iterdir())
+
+
+ECHOES = {
+    "path": "no_service: POST {path} is not a webhook",
+    "url": "no_service: {url}",
+    "encoded path": "no_service: " + quote(PATH, safe=""),
+    "encoded path, lower-case hex": "no_service: " + quote(PATH, safe="").lower(),
+    "encoded url": "forwarding failed for url={url_encoded}",
+    "inside JSON": '{{"error": "no_service", "request": {{"method": "POST", "path": "{path}"}}}}',
+}
+
+
+def leaks(text: str, url: str) -> list[str]:
+    """The forms of the webhook URL that `text` holds (the token itself in any case, or the URL or path in any
+    encoding)."""
+    forms = [url, PATH, quote(PATH, safe=""), quote(url, safe=""), "secret-token-xyz"]
+    return [form for form in forms if form.lower() in text.lower()]
+
+
+@pytest.mark.parametrize("status, attempts", [(404, 1), (500, 4)], ids=["404 not retried", "500 retried"])
+@pytest.mark.parametrize("echo", ECHOES.values(), ids=ECHOES.keys())
+def test_an_error_answer_that_repeats_the_url_is_redacted_in_the_error_and_the_log(
+    report, tmp_path, no_sleep, caplog, status, attempts, echo
+):
+    caplog.set_level(logging.DEBUG)
+    with Receiver([status] * 10, echo=echo) as slack:
+        url = slack.url.get_secret_value()
+        with pytest.raises(AlertDeliveryError, match=rf"answered {status} No service at \[redacted\]: ") as failure:
+            send_once(slack.url, message(report), key="k", ledger_dir=tmp_path, sleep=no_sleep.append)
+    assert len(slack.bodies) == attempts and len(no_sleep) == attempts - 1
+    error = str(failure.value)
+    assert "[redacted]" in error.split("[redacted]: ", 1)[1]  # the body is there, its echo taken out
+    assert leaks(error, url) == [] and leaks(caplog.text, url) == []
+    assert failure.value.__cause__ is None and failure.value.__context__ is None  # no chained httpx error to log
+
+
+def test_a_transport_error_that_names_the_url_is_redacted(report, tmp_path, no_sleep, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    url = f"https://hooks.slack.example{PATH}"
+
+    def refuse(target: str, **_: object) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {target} (proxy said: no route to {quote(PATH, safe='')})")
+
+    monkeypatch.setattr(httpx, "post", refuse)
+    with pytest.raises(AlertDeliveryError, match="ConnectError reaching the Slack webhook: cannot reach") as failure:
+        send_once(SecretStr(url), message(report), key="k", ledger_dir=tmp_path, sleep=no_sleep.append)
+    assert len(no_sleep) == 3
+    assert leaks(str(failure.value), url) == [] and leaks(caplog.text, url) == []
+    assert failure.value.__cause__ is None and failure.value.__context__ is None

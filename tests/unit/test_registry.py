@@ -1,11 +1,16 @@
 """The registry on a real BentoML model store in a temporary state folder."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +21,8 @@ from sklearn.pipeline import Pipeline
 from cicloml.lineage import Lineage, library_versions
 from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
 from cicloml.profiling import profile_frame
-from cicloml.registry import ModelRegistry
+from cicloml.registry import STALE_STAGING_SECONDS, ModelRegistry
+from cicloml.settings import Settings
 from tests.conftest import ROOT, ciclo_environment
 
 SCHEMA = FeatureSchema(entity_keys=("customer_id",), numeric=("charges",), categorical=("plan",))
@@ -156,3 +162,71 @@ def test_a_process_killed_while_registering_leaves_no_model_and_a_rerun_succeeds
         assert model_dirs == []
         tag = register(registry)
         assert [version.tag for version in registry.versions()] == [tag]
+
+
+CONCURRENT_PROCESSES = 3
+SAVES_PER_PROCESS = 50
+
+
+def wait_for_siblings(start: Barrier) -> None:
+    """Hold each worker until all are up, so that their saves overlap rather than run one process after another."""
+    start.wait(timeout=120)
+
+
+def register_many(state_dir: Path, seed: int, saves: int) -> tuple[list[str], list[str]]:
+    """One registering process: `saves` versions of churn, tagged by `seed` in their lineage; (tags, failures)."""
+    # A spawned process reads no fixture: it points the registry at the shared state folder itself.
+    registry = ModelRegistry(Settings(state_dir=state_dir), "churn")
+    pipeline, lineage, frame = build_model(seed)
+    reference = profile_frame(frame[SCHEMA.features])
+    tags, failures = [], []
+    for _ in range(saves):
+        try:
+            tags.append(registry.register(pipeline, lineage, reference, labels={"gate": "passed"}))
+        except Exception as error:  # counted rather than raised, so one failure does not hide the others
+            failures.append(f"{type(error).__name__}: {error}")
+    return tags, failures
+
+
+def test_processes_registering_at_once_all_succeed_and_leave_no_staging(settings):
+    # spawn: a fresh interpreter per worker, not a fork of this one with BentoML already imported.
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(CONCURRENT_PROCESSES)
+    with ProcessPoolExecutor(
+        CONCURRENT_PROCESSES, mp_context=context, initializer=wait_for_siblings, initargs=(start,)
+    ) as pool:
+        futures = {
+            seed: pool.submit(register_many, settings.state_dir, seed, SAVES_PER_PROCESS)
+            for seed in range(CONCURRENT_PROCESSES)
+        }
+        outcomes = {seed: future.result(timeout=600) for seed, future in futures.items()}
+
+    failures = [failure for _, process_failures in outcomes.values() for failure in process_failures]
+    total = CONCURRENT_PROCESSES * SAVES_PER_PROCESS
+    kinds = Counter(failure.split(":")[0] for failure in failures)
+    assert not failures, f"{len(failures)} of {total} registrations failed ({dict(kinds)}), first: {failures[0]}"
+    registry = ModelRegistry(settings, "churn")
+    saved = {tag: seed for seed, (tags, _) in outcomes.items() for tag in tags}
+    assert len(saved) == total
+    assert sorted(version.tag for version in registry.versions()) == sorted(saved)
+    for tag, seed in saved.items():
+        loaded = registry.load(tag)
+        assert loaded.lineage.data_fingerprint == f"seed-{seed}"
+        assert loaded.reference_profile().get_column("charges").get_metric("counts").n.value == 300
+    assert registry.resolve("churn:latest") in saved
+    assert list((settings.bentoml_home / "staging").glob("*")) == []
+
+
+def test_a_save_removes_stale_staging_folders_and_leaves_fresh_ones(registry, settings):
+    staging_root = settings.bentoml_home / "staging"
+    crashed, in_flight = staging_root / "111-crashed-save", staging_root / "222-save-in-flight"
+    for folder in (crashed, in_flight):
+        (folder / "churn" / "version").mkdir(parents=True)
+    now = time.time()
+    os.utime(crashed, (now - STALE_STAGING_SECONDS - 60,) * 2)
+    os.utime(in_flight, (now - STALE_STAGING_SECONDS + 60,) * 2)  # old, but still under the bound
+
+    tag = register(registry)
+
+    assert list(staging_root.iterdir()) == [in_flight]
+    assert [version.tag for version in registry.versions()] == [tag]
