@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-training bench-drift bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-supervision: $(INSTALLED) ## cicloml serve's recovery from a killed backen
 
 bench-profiling: $(INSTALLED) system-packages ## The bento with traffic profiling on vs off under wrk (prints JSON)
 	$(BIN)/python benchmarks/bench_profiling.py
+
+bench-segments: $(INSTALLED) system-packages ## Traffic records written every second vs every minute under wrk (JSON)
+	$(BIN)/python benchmarks/bench_profiling.py --compare segments
 
 bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, beside Evidently's preset (prints JSON)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'

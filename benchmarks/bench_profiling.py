@@ -10,7 +10,11 @@ less than a wrk run: the CPU time (thread time) its flush takes per 1,000 rows, 
 feature vectors recorded one per request as /predict records them, at the batch sizes a 1-s flush sees at 100, 300
 and 1,500 requests/s, and how long one flush holds the thread (wall time: the GIL is the requests' too).
 
-    python benchmarks/bench_profiling.py [--rounds 2] [--workers 1] [--flush-only]
+With `--compare segments` the two servers both profile and log predictions, and differ in how often each worker
+writes its records (`CICLO_PROFILE_SEGMENT_SECONDS`): every second ("on", the worst case: a crash loses at most a
+second) against every 60 s ("off", the default: a minute). Target: throughput >= 0.95x.
+
+    python benchmarks/bench_profiling.py [--rounds 2] [--workers 1] [--flush-only] [--compare profiling|segments]
 """
 
 import argparse
@@ -33,6 +37,12 @@ import bench_serve  # noqa: E402  (the serving benchmark's servers and wrk runs;
 from cicloml.traffic import TrafficProfiler  # noqa: E402
 
 TARGETS = {"rps_with_over_without_min": 0.9, "p99_with_over_without_max": 1.2}
+SEGMENT_TARGETS = {"rps_with_over_without_min": 0.95, "p99_with_over_without_max": 1.2}
+VARIANTS = {
+    "profiling": {"off": "CICLO_PROFILE_TRAFFIC=false", "on": "CICLO_PROFILE_TRAFFIC=true"},
+    "segments": {"off": "CICLO_PROFILE_SEGMENT_SECONDS=60", "on": "CICLO_PROFILE_SEGMENT_SECONDS=1"},
+}
+"""What each comparison switches between its two servers."""
 FLUSH_BATCHES = (100, 300, 1500)
 """Rows per flush: a second of /predict traffic (one row per request) at 100, 300 and 1,500 requests/s."""
 FLUSH_ROUNDS = 20
@@ -70,7 +80,7 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 2), "median": round(statistics.median(values), 2)}
 
 
-def run(rounds: int, workers: int, workdir: Path, *, flush_only: bool) -> dict[str, Any]:
+def run(rounds: int, workers: int, workdir: Path, *, flush_only: bool, compare: str = "profiling") -> dict[str, Any]:
     args = bench_serve.parse_args(["--workers", str(workers)])
     bench_serve.log(f"building the state folder: {args.customers} customers")
     state = bench_serve.build_state(workdir / "state", args.customers)
@@ -84,12 +94,11 @@ def run(rounds: int, workers: int, workdir: Path, *, flush_only: bool) -> dict[s
     for round_ in range(rounds):
         order = ["off", "on"] if round_ % 2 == 0 else ["on", "off"]
         for profiling in order:
-            flag = "true" if profiling == "on" else "false"
-            server_args = argparse.Namespace(**{**vars(args), "server_env": [f"CICLO_PROFILE_TRAFFIC={flag}"]})
-            bench_serve.log(f"round {round_ + 1}/{rounds}: profiling {profiling}")
+            server_args = argparse.Namespace(**{**vars(args), "server_env": [VARIANTS[compare][profiling]]})
+            bench_serve.log(f"round {round_ + 1}/{rounds}: {VARIANTS[compare][profiling]}")
             with bench_serve.bento_server(state, server_args, workers, log_dir) as server:
                 runs[profiling].append(bench_serve.measure(server_args, server, load, args.connections))
-    profiles = sorted((state.state_dir / "profiles").rglob("*.bin"))
+    profiles = sorted((state.state_dir / "profiles").rglob("*.bin"))  # every segment
 
     def median(profiling: str, key: str) -> float:
         return statistics.median(result[key] for result in runs[profiling])
@@ -97,8 +106,10 @@ def run(rounds: int, workers: int, workdir: Path, *, flush_only: bool) -> dict[s
     rps_ratio = bench_serve.ratio(median("on", "ok_rps"), median("off", "ok_rps"))
     p99_ratio = bench_serve.ratio(median("on", "p99_ms"), median("off", "p99_ms"))
     failed = sum(bench_serve.failed(result) for results in runs.values() for result in results)
+    targets = SEGMENT_TARGETS if compare == "segments" else TARGETS
     return {
-        "benchmark": "cicloml traffic profiling cost",
+        "benchmark": f"cicloml traffic records cost: {compare}",
+        "compared": VARIANTS[compare],
         "config": {"rounds": rounds, "workers": workers, "connections": args.connections, "duration_s": args.duration},
         "without_profiling": {"ok_rps": median("off", "ok_rps"), "p99_ms": median("off", "p99_ms")},
         "with_profiling": {"ok_rps": median("on", "ok_rps"), "p99_ms": median("on", "p99_ms")},
@@ -108,10 +119,10 @@ def run(rounds: int, workers: int, workdir: Path, *, flush_only: bool) -> dict[s
         "failed_requests": failed,
         "flush_path": flush,
         "runs": runs,
-        "targets": TARGETS,
+        "targets": targets,
         "meets_targets": {
-            "throughput": rps_ratio is not None and rps_ratio >= TARGETS["rps_with_over_without_min"],
-            "p99": p99_ratio is not None and p99_ratio <= TARGETS["p99_with_over_without_max"],
+            "throughput": rps_ratio is not None and rps_ratio >= targets["rps_with_over_without_min"],
+            "p99": p99_ratio is not None and p99_ratio <= targets["p99_with_over_without_max"],
             "zero_failed": failed == 0,
         },
     }
@@ -122,13 +133,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="off/on pairs (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="BentoML workers (default 1)")
     parser.add_argument("--flush-only", action="store_true", help="measure the flush path only, start no server")
+    parser.add_argument(
+        "--compare", choices=sorted(VARIANTS), default="profiling", help="what the two servers differ in"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, stopping any server started
     workdir = Path(tempfile.mkdtemp(prefix="cicloml-bench-profiling-"))
     began = time.monotonic()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress on stdout
-            result = run(args.rounds, args.workers, workdir, flush_only=args.flush_only)
+            result = run(args.rounds, args.workers, workdir, flush_only=args.flush_only, compare=args.compare)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["wall_seconds"] = round(time.monotonic() - began, 1)

@@ -148,6 +148,7 @@ def start_traffic_profiler(settings: Settings, model_tag: str) -> TrafficProfile
         worker=f"{socket.gethostname()}-{os.getpid()}",
         window_seconds=settings.profile_window_seconds,
         buffer_rows=settings.profile_buffer_rows,
+        segment_seconds=settings.profile_segment_seconds,
     ).start()
 
 
@@ -160,6 +161,7 @@ def open_prediction_log(settings: Settings, model_tag: str) -> PredictionLog | N
         model_tag,
         worker=f"{socket.gethostname()}-{os.getpid()}",
         window_seconds=settings.profile_window_seconds,
+        segment_seconds=settings.profile_segment_seconds,
     )
 
 

@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--poll-seconds", type=float, default=5.0, help="how often to check the champion (default: %(default)s)"
     )
+    serve.add_argument("--access-log", action="store_true", help="log every request (default: errors and events only)")
     serve.set_defaults(run=_serve)
 
     stack = commands.add_parser(
@@ -282,6 +283,8 @@ def _serve(args: argparse.Namespace) -> int:
     from cicloml.serving import serve_champion  # imports BentoML and uvicorn; only this command needs them
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.access_log:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per proxied request otherwise
     settings = get_settings()
     serve_champion(
         settings,
@@ -290,5 +293,6 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         poll_s=args.poll_seconds,
+        access_log=args.access_log,
     )
     return 0

@@ -1,8 +1,9 @@
 """Checking served traffic: which model versions served a window, and one version's window against its reference.
 
-`check_window` is the whole per-model drift check (load the reference, merge the window's worker files, compare,
-write the HTML report). It takes its settings and spec as arguments rather than reading them, so it runs the same
-in the flow's process and on a Dask worker whose environment is not the flow's.
+`check_window` is the whole per-model drift check (load the reference, merge the window's segment files of every
+worker, compare, write the HTML report, count the window's logged predictions to hold against its profiled rows). It
+takes its settings and spec as arguments rather than reading them, so it runs the same in the flow's process and on
+a Dask worker whose environment is not the flow's.
 """
 
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cicloml.drift import DriftReport, compare_profiles, write_html_report
+from cicloml.prediction_log import rows_disagreement, window_logged_rows
 from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
@@ -23,8 +25,16 @@ class WindowCheck(BaseModel):
     report: DriftReport
     rows: int
     """Rows the service's workers profiled in the window."""
+    logged_rows: int | None
+    """Predictions the service's workers logged in the window (only those for entities: see
+    `cicloml.prediction_log.rows_disagreement`); None when predictions are not logged (CICLO_LOG_PREDICTIONS)."""
     report_path: Path
     """The HTML report."""
+
+    @property
+    def rows_disagreement(self) -> str | None:
+        """A line for the report when the profiled and logged rows differ, else None."""
+        return rows_disagreement(self.rows, self.logged_rows)
 
 
 def check_window(
@@ -52,9 +62,13 @@ def check_window(
         # The first window a model serves is where training/serving skew shows; drift is change after it.
         check="skew" if window_start == windows[0] else "drift",
     )
+    logged = (
+        window_logged_rows(settings.prediction_log_dir, model_tag, window_start) if settings.log_predictions else None
+    )
     return WindowCheck(
         report=report,
         rows=int(current.metadata.get("rows", 0)),
+        logged_rows=logged,
         report_path=write_html_report(report, settings.reports_dir),
     )
 

@@ -176,13 +176,31 @@ def newest_finished_window(starts: list[datetime], window_seconds: int, now: dat
     return (finished or starts)[-1]
 
 
+def segment_path(folder: Path, worker: str, suffix: str) -> Path:
+    """The next free segment file of `worker` in a window folder: `<worker>-<segment number><suffix>`.
+
+    A worker writes its rows of a window as segments (the traffic profiles and the prediction log alike), so a
+    worker killed without warning loses only the segment it had not written yet. Numbers continue after the
+    worker's files already there, so a worker restarted under the same id adds segments instead of replacing them.
+    One writer per worker id at a time: the caller serializes its own writes.
+    """
+    prefix = f"{worker}-"
+    numbers = [
+        int(number)
+        for path in folder.glob(f"*{suffix}")  # not a glob of the worker id: it may hold glob characters
+        if path.name.startswith(prefix) and (number := path.name.removeprefix(prefix).removesuffix(suffix)).isdigit()
+    ]
+    return folder / f"{prefix}{max(numbers, default=-1) + 1}{suffix}"
+
+
 def window_profile_paths(folder: Path) -> list[Path]:
-    """The finished profile files in a window folder. A `.tmp-` file (a write a crash interrupted) is never one."""
+    """The finished profile files (every worker's segments) in a window folder. A `.tmp-` file (a write a crash
+    interrupted) is never one."""
     return sorted(path for path in folder.glob(f"*{PROFILE_SUFFIX}") if not path.name.startswith("."))
 
 
 def read_window_profiles(folder: Path) -> DatasetProfileView:
-    """One window's traffic across all workers: their profiles merged (whylogs sketches merge without loss of counts).
+    """One window's traffic across all workers: every segment merged (whylogs sketches merge without loss of counts).
 
     The merged metadata keeps the model tag and window, sums `rows` and lists the workers.
     """
@@ -195,12 +213,18 @@ def read_window_profiles(folder: Path) -> DatasetProfileView:
     merged = views[0]
     for view in views[1:]:
         merged = merged.merge(view)
+    workers = dict.fromkeys(meta.get("worker", path.stem) for meta, path in zip(each, paths, strict=True))
     metadata = {
         **each[0],
-        "worker": ",".join(meta.get("worker", path.stem) for meta, path in zip(each, paths, strict=True)),
+        "worker": ",".join(workers),
         "rows": str(sum(int(meta.get("rows", 0)) for meta in each)),
     }
     return with_metadata(merged, metadata)
+
+
+def window_profiled_rows(folder: Path) -> int:
+    """The rows the traffic profiles of one window hold (their `rows` metadata summed), 0 without profiles."""
+    return sum(int(read_profile(path).metadata.get("rows", 0)) for path in window_profile_paths(folder))
 
 
 def with_metadata(view: DatasetProfileView, metadata: Mapping[str, str]) -> DatasetProfileView:

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cicloml.evaluation import Metrics, evaluate_scores
+from cicloml.prediction_log import rows_disagreement
 from cicloml.spec import LabelsSpec, QualitySpec
 
 LABEL_COLUMN = "label"
@@ -21,12 +22,21 @@ LABEL_COLUMN = "label"
 class WindowQuality(BaseModel):
     window_start: datetime
     predictions: int
+    """Predictions logged in the window (only those for entities)."""
+    profiled_rows: int | None = None
+    """Rows the traffic profiles hold for the window, to hold against `predictions`; None when not counted (traffic
+    not profiled)."""
     labelled: int
     metrics: Metrics | None
     """Scores against labels at the model's threshold; None without labelled predictions."""
     judged: bool
     """Enough labels of both classes (`min_labels`) to hold the window against the model's baseline."""
     degraded: bool
+
+    @property
+    def rows_disagreement(self) -> str | None:
+        """A line for the report when the profiled and logged rows differ, else None."""
+        return rows_disagreement(self.profiled_rows, self.predictions)
 
 
 class QualityReport(BaseModel):
@@ -75,7 +85,12 @@ class QualityReport(BaseModel):
                 f"| {_number(metrics.pr_auc if metrics else None)} | {_number(metrics.log_loss if metrics else None)} "
                 f"| {_number(metrics.positive_rate if metrics else None)} | {verdict} |"
             )
-        return "\n".join(lines)
+        notes = [
+            f"- Window {window.window_start:%Y-%m-%d %H:%M:%S}: {note}"
+            for window in self.windows
+            if (note := window.rows_disagreement)
+        ]
+        return "\n".join([*lines, *([""] if notes else []), *notes])
 
 
 def join_labels(

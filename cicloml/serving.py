@@ -38,6 +38,7 @@ from bentoml._internal.bento.bento import BentoStore
 from cicloml.atomic import atomic_path
 from cicloml.bento import BENTOML, bentoml_environment, build_bento
 from cicloml.errors import ConfigError
+from cicloml.logs import copy_output
 from cicloml.processes import ProcessRecord, family, find, stop_all
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
@@ -206,19 +207,24 @@ class Backend:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, settings: Settings, bento_tag: str, model_tag: str, workers: int, log_dir: Path) -> "Backend":
+    def start(
+        cls, settings: Settings, bento_tag: str, model_tag: str, workers: int, log_dir: Path, access_log: bool = False
+    ) -> "Backend":
         port = free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{bento_tag.replace(':', '-')}.log"
         environment = bentoml_environment(settings)
-        environment["BENTOML_CONFIG_OVERRIDES"] = f'{{"services": {{"cicloml": {{"workers": {workers}}}}}}}'
+        # BentoML's access log writes a line per request; off unless asked for (errors are logged either way).
+        service_config = {"workers": workers, "logging": {"access": {"enabled": access_log}}}
+        environment["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {"cicloml": service_config}})
         # By path: a bento named like an importable module (`click:v1`) would be taken for an import string.
         bento_dir = BentoStore(str(settings.bentoml_home / "bentos")).get(bento_tag).path
         command = [str(BENTOML), "serve", bento_dir, "--host", "127.0.0.1", "--port", str(port)]
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        process = subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        assert process.stdout is not None
+        copy_output(process.stdout, log_path)  # rotated by size: a backend runs for days
         logger.info("starting %s (%s) on port %d, log %s", bento_tag, model_tag, port, log_path)
         backend = cls(bento_tag, model_tag, port, process, log_path)
         backend.remember_members()
@@ -287,6 +293,8 @@ class ChampionServer:
     port: int = 3000
     workers: int = 1
     poll_s: float = 5.0
+    access_log: bool = False
+    """A log line per request, from the backends (off: at hundreds of requests a second it is most of the log)."""
     proxy: SwitchingProxy = field(default_factory=SwitchingProxy)
     backend: Backend | None = None
     status: str = "waiting"
@@ -366,7 +374,7 @@ class ChampionServer:
             try:
                 bento_tag, _ = await asyncio.to_thread(build_bento, self.settings, model_tag)
                 self.registry.record_bento(model_tag, bento_tag)
-                new = Backend.start(self.settings, bento_tag, model_tag, self.workers, self._log_dir)
+                new = Backend.start(self.settings, bento_tag, model_tag, self.workers, self._log_dir, self.access_log)
                 await new.wait_ready()
             except (RuntimeError, ConfigError, OSError):
                 serving = self.backend.model_tag if self.backend else "nothing"
@@ -437,7 +445,9 @@ class ChampionServer:
                 attempt += 1
                 self.restarts.append(time.monotonic())
                 self.restart_count += 1
-                new = Backend.start(self.settings, backend.bento_tag, backend.model_tag, self.workers, self._log_dir)
+                new = Backend.start(
+                    self.settings, backend.bento_tag, backend.model_tag, self.workers, self._log_dir, self.access_log
+                )
                 try:
                     await new.wait_ready()
                 except RuntimeError:

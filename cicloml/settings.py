@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     profile_buffer_rows: int = Field(100_000, ge=1)
     """Rows each service worker buffers for profiling; beyond it rows are dropped and counted, never waited for."""
 
+    profile_segment_seconds: int = Field(60, ge=1, le=60)
+    """How often each service worker writes what it holds of the current window (its traffic profile and its
+    prediction log) as a new segment file: the most a worker killed without warning loses."""
+
     log_predictions: bool = True
     """Log each entity the prediction service scores (id, time, score) under `prediction_log_dir`, per window, so
     that labels arriving later can be joined to them (live model quality)."""
@@ -128,7 +132,7 @@ class Settings(BaseSettings):
 
     @property
     def profiles_dir(self) -> Path:
-        """Live traffic profiles: `<model name>/<model version>/<window start>/<worker>.bin`."""
+        """Live traffic profiles: `<model name>/<model version>/<window start>/<worker>-<segment>.bin`."""
         return self.state_dir / "profiles"
 
     @property
@@ -138,7 +142,7 @@ class Settings(BaseSettings):
 
     @property
     def prediction_log_dir(self) -> Path:
-        """The service's scored entities: `<model name>/<model version>/<window start>/<worker>.parquet`."""
+        """The service's scored entities: `<model name>/<model version>/<window start>/<worker>-<segment>.parquet`."""
         return self.state_dir / "prediction_log"
 
 

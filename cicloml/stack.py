@@ -218,16 +218,16 @@ class _Starter:
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> StackProcess:
         log = self.settings.stack_dir / f"{name}.log"
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(
-                command,
-                cwd=self.stack.project_dir,
-                env={**self.env, **(env or {})},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `make up`, and a Ctrl-C in its terminal
-            )
+        # Through `cicloml.logs`, which rotates the log by size: the parts run for days.
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "cicloml.logs", str(log), "--", *command],
+            cwd=self.stack.project_dir,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives `make up`, and a Ctrl-C in its terminal
+        )
         process = StackProcess(name=name, pid=popen.pid, started=psutil.Process(popen.pid).create_time(), log=log)
         self.stack.processes.append(process)
         with atomic_path(stack_file(self.settings)) as temporary:

@@ -1,8 +1,11 @@
 """Profiles of live prediction traffic, made off the request path.
 
 A request hands its scored rows to `TrafficProfiler.record`, which only appends them to a bounded buffer. A
-background thread profiles the buffer in batches into one whylogs profile per time window and writes one file per
-worker per window (`cicloml.profiling.window_folder`), atomically. The drift flow merges a window's files.
+background thread profiles the buffer in batches into a whylogs profile of the current time window and writes it
+as a segment, `<window folder>/<worker>-<segment number>.bin` (`cicloml.profiling.segment_path`), atomically, every
+`segment_seconds` or `segment_rows` and when the window ends, then starts the next segment afresh: a worker killed
+without warning (`kill -9`) loses at most the segment it was filling, not the window. The drift flow merges a
+window's segments, of every worker.
 
 The thread shares the worker's GIL (and cores) with the requests, so a flush must stay short: the rows go to
 `cicloml.profiling.ColumnarProfile` as plain columns, about 3 ms of CPU for a second of traffic at 300 requests/s
@@ -26,7 +29,7 @@ from cicloml.profiling import (
     SCORE_COLUMN,
     ColumnarProfile,
     model_folder,
-    read_profile,
+    segment_path,
     window_folder,
     with_metadata,
     write_profile,
@@ -37,6 +40,9 @@ logger = logging.getLogger(__name__)
 FLUSH_INTERVAL_SECONDS = 1.0
 """How often the worker thread profiles what is buffered: often enough that the buffer rarely fills up."""
 
+MAX_SEGMENT_SECONDS = 60
+"""The longest a segment may stay in memory: the most of a window's traffic a killed worker may lose."""
+
 
 @dataclass(slots=True)  # not frozen: one is made per request, and frozen dataclasses are slower to make
 class _Batch:
@@ -46,19 +52,25 @@ class _Batch:
 
 
 @dataclass
-class _WindowProfile:
+class _Segment:
+    """A window's rows profiled since the last segment of that window was written."""
+
     profile: ColumnarProfile
+    opened: float
+    """Clock reading when its first rows were profiled: it is written `segment_seconds` later at the latest."""
     rows: int = 0
 
 
 @dataclass(eq=False)
 class TrafficProfiler:
-    """Buffers scored rows and profiles them per time window on a background thread.
+    """Buffers scored rows and profiles them per time window on a background thread, written in segments.
 
     `record` is safe to call from any thread and never blocks on profiling or I/O. Windows are aligned to the epoch
     (a window starts at a multiple of `window_seconds`, UTC), so the workers of a service, and its replicas, write
-    files for the same windows. `worker` names this worker's file in each window folder and must be unique among
-    the processes writing under `profiles_dir` at the same time (host and pid, say).
+    files for the same windows. `worker` names this worker's segment files in each window folder and must be unique
+    among the processes writing under `profiles_dir` at the same time (host and pid, say). A segment is written
+    once it is `segment_seconds` old (at most `MAX_SEGMENT_SECONDS`) or holds `segment_rows` rows, whichever comes
+    first, and when its window ends; it carries its own row count in its `rows` metadata.
     """
 
     profiles_dir: Path
@@ -66,6 +78,8 @@ class TrafficProfiler:
     worker: str
     window_seconds: int = 3600
     buffer_rows: int = 100_000
+    segment_seconds: int = MAX_SEGMENT_SECONDS
+    segment_rows: int = 10_000
     clock: Callable[[], float] = time.time
     dropped: int = field(default=0, init=False)
     """Rows `record` dropped because the buffer was full (or the profiler closed) since this profiler was made."""
@@ -73,14 +87,17 @@ class TrafficProfiler:
     def __post_init__(self) -> None:
         if not self.worker or "/" in self.worker or self.worker.startswith("."):
             raise ValueError(f"worker id {self.worker!r} cannot name a file")
-        if self.window_seconds < 1 or self.buffer_rows < 1:
-            raise ValueError("window_seconds and buffer_rows must be at least 1")
+        if self.window_seconds < 1 or self.buffer_rows < 1 or self.segment_rows < 1:
+            raise ValueError("window_seconds, buffer_rows and segment_rows must be at least 1")
+        if not 1 <= self.segment_seconds <= MAX_SEGMENT_SECONDS:
+            raise ValueError(f"segment_seconds must be between 1 and {MAX_SEGMENT_SECONDS}")
         model_folder(self.profiles_dir, self.model_tag)  # a tag that cannot name a folder fails here, not later
         self._lock = threading.Lock()  # guards the buffer; held only for an append on the request path
         self._flush_lock = threading.Lock()  # one flush at a time: the worker thread's or a caller's
         self._pending: list[_Batch] = []
         self._pending_rows = 0
-        self._windows: dict[int, _WindowProfile] = {}
+        self._segments: dict[int, _Segment] = {}
+        """The segment being filled per window: usually only the current window's."""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,7 +126,8 @@ class TrafficProfiler:
         return rows - kept
 
     def start(self) -> "TrafficProfiler":
-        """Start the background thread (a daemon: a worker that dies without `close` loses only unwritten rows)."""
+        """Start the background thread (a daemon: a worker that dies without `close` loses only the rows of its
+        unwritten segments and its buffer)."""
         if self._closed:
             raise RuntimeError("the traffic profiler is closed")
         if self._thread is None:
@@ -118,12 +136,12 @@ class TrafficProfiler:
         return self
 
     def flush(self) -> list[Path]:
-        """Profile what is buffered and write every window that has ended; return the files written."""
+        """Profile what is buffered and write every segment that is due; return the files written."""
         with self._flush_lock:
             return self._flush(final=False)
 
     def close(self) -> list[Path]:
-        """Stop the thread, profile what is buffered and write every window, the current one partial.
+        """Stop the thread, profile what is buffered and write every segment held, due or not.
 
         Rows recorded afterwards are dropped. Calling it again does nothing.
         """
@@ -147,58 +165,54 @@ class TrafficProfiler:
             try:
                 self.flush()
             except Exception:
-                # Keep profiling later traffic; a window that failed to write is retried at the next flush.
+                # Keep profiling later traffic; a segment that failed to write is retried at the next flush.
                 logger.exception("profiling traffic of %s failed", self.model_tag)
 
     def _flush(self, *, final: bool) -> list[Path]:
         # The clock is read before the buffer is taken: a row recorded after this read belongs to this window or a
         # later one, so every window that ends before it is complete once the buffer taken below is profiled.
-        current = math.floor(self.clock() / self.window_seconds)
+        now = self.clock()
+        current = math.floor(now / self.window_seconds)
         with self._lock:
             batches, self._pending, self._pending_rows = self._pending, [], 0
         by_window: dict[int, list[_Batch]] = {}
         for batch in batches:
             by_window.setdefault(batch.window, []).append(batch)
         for window, window_batches in by_window.items():
-            self._track(window, window_batches)
+            self._track(window, window_batches, now)
         written = []
-        for window in sorted(self._windows):
-            if final or window < current:
-                written.append(self._write(window, self._windows[window]))
-                del self._windows[window]
+        for window in sorted(self._segments):
+            segment = self._segments[window]
+            due = window < current or now - segment.opened >= self.segment_seconds or segment.rows >= self.segment_rows
+            if final or due:
+                written.append(self._write(window, segment))
+                del self._segments[window]  # only once written: a failed write is retried with the next flush
         return written
 
-    def _track(self, window: int, batches: list[_Batch]) -> None:
+    def _track(self, window: int, batches: list[_Batch], now: float) -> None:
         names = list(dict.fromkeys(chain.from_iterable(batch.columns for batch in batches)))
         if SCORE_COLUMN in names:
             # Checked here, not in record(): profiling must never fail a request.
             raise ValueError(f"a feature named {SCORE_COLUMN!r} collides with the prediction column")
         columns = {name: _concatenated(batches, name) for name in names}
         columns[SCORE_COLUMN] = list(chain.from_iterable(map(attrgetter("scores"), batches)))
-        if window not in self._windows:
-            self._windows[window] = _WindowProfile(ColumnarProfile(dataset_timestamp=self._window_start(window)))
-        profiled = self._windows[window]
-        profiled.profile.track(columns)
-        profiled.rows += len(columns[SCORE_COLUMN])
+        if window not in self._segments:
+            self._segments[window] = _Segment(ColumnarProfile(dataset_timestamp=self._window_start(window)), now)
+        segment = self._segments[window]
+        segment.profile.track(columns)
+        segment.rows += len(columns[SCORE_COLUMN])
 
-    def _write(self, window: int, profiled: _WindowProfile) -> Path:
+    def _write(self, window: int, segment: _Segment) -> Path:
         start = self._window_start(window)
-        path = window_folder(self.profiles_dir, self.model_tag, start) / f"{self.worker}{PROFILE_SUFFIX}"
-        view = profiled.profile.view()
-        rows = profiled.rows
-        if path.exists():
-            # This worker already wrote this window (closed and restarted under the same id): add to it.
-            existing = read_profile(path)
-            rows += int(existing.metadata.get("rows", 0))
-            view = existing.merge(view)
+        path = segment_path(window_folder(self.profiles_dir, self.model_tag, start), self.worker, PROFILE_SUFFIX)
         metadata = {
             "model_tag": self.model_tag,
             "window_start": start.isoformat(),
             "window_end": self._window_start(window + 1).isoformat(),
             "worker": self.worker,
-            "rows": str(rows),
+            "rows": str(segment.rows),
         }
-        return write_profile(with_metadata(view, metadata), path)
+        return write_profile(with_metadata(segment.profile.view(), metadata), path)
 
     def _window_start(self, window: int) -> datetime:
         return datetime.fromtimestamp(window * self.window_seconds, tz=timezone.utc)

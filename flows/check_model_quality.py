@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from cicloml.alerts import alert_key, quality_message, send_once
 from cicloml.errors import ConfigError
 from cicloml.prediction_log import read_prediction_log
+from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import QualityReport, assess_quality, join_labels
 from cicloml.registry import ModelRegistry
 from cicloml.settings import get_settings
@@ -44,6 +45,12 @@ class CheckQualityResult(BaseModel):
     window_roc_auc: dict[datetime, float | None]
     """Every window's ROC AUC on its labelled predictions (None without both classes)."""
     degraded_windows: list[datetime]
+    profiled_rows: dict[datetime, int | None]
+    """Every window's rows in the traffic profiles (None: traffic not profiled), to hold against `logged_rows`."""
+    logged_rows: dict[datetime, int]
+    """Every window's logged predictions (only those for entities)."""
+    rows_differ: list[datetime]
+    """The windows whose profiled and logged rows differ (`cicloml.prediction_log.rows_disagreement` says why)."""
     alerts: list[str]
     """Per degraded window: "sent", "already_sent" or "no_webhook"."""
     retrain: str
@@ -68,7 +75,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         known_by=known_by,
         within=timedelta(hours=spec.quality.match_within_hours),
     )
-    return assess_quality(
+    report = assess_quality(
         joined,
         model_tag=model_tag,
         baseline_roc_auc=baseline,
@@ -76,6 +83,14 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         spec=spec.quality,
         known_by=known_by,
     )
+    if not settings.profile_traffic:
+        return report
+    # Held against each window's logged predictions in the report (the drift check does the same per window).
+    windows = []
+    for window in report.windows:
+        folder = window_folder(settings.profiles_dir, model_tag, window.window_start)
+        windows.append(window.model_copy(update={"profiled_rows": window_profiled_rows(folder)}))
+    return report.model_copy(update={"windows": windows})
 
 
 @flow(name="check-model-quality")
@@ -138,6 +153,9 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
             window.window_start: window.metrics.roc_auc if window.metrics else None for window in report.windows
         },
         degraded_windows=[window.window_start for window in report.degraded_windows],
+        profiled_rows={window.window_start: window.profiled_rows for window in report.windows},
+        logged_rows={window.window_start: window.predictions for window in report.windows},
+        rows_differ=[window.window_start for window in report.windows if window.rows_disagreement],
         alerts=alerts,
         retrain=retrain,
     )

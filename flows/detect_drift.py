@@ -48,6 +48,11 @@ class DetectDriftResult(BaseModel):
     verdict: str
     """What was found, in words: "drift", "no drift", "training/serving skew" or "no training/serving skew"."""
     rows: int
+    """Rows profiled in the window."""
+    logged_rows: int | None
+    """Predictions logged in the window (only those for entities); None when predictions are not logged."""
+    rows_differ: bool
+    """The profiled and logged rows differ (the artifact says why that may be)."""
     drifted: bool
     drifted_features: list[str]
     prediction_score: float | None
@@ -71,7 +76,8 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
         raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so there is no traffic to check")
     check = tasks.check_window(settings, spec, model_tag, params.window_start, now=datetime.now(timezone.utc))
     report = check.report
-    create_markdown_artifact(key="drift", markdown=report.markdown(), description=f"{model_tag} {report.window_start}")
+    markdown = "\n\n".join(filter(None, [report.markdown(), check.rows_disagreement]))
+    create_markdown_artifact(key="drift", markdown=markdown, description=f"{model_tag} {report.window_start}")
     create_link_artifact(key="drift-report", link=check.report_path.as_uri(), link_text="drift report (HTML)")
     return act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process)
 
@@ -153,6 +159,8 @@ def act_on_check(
         check=report.check,
         verdict=report.title,
         rows=check.rows,
+        logged_rows=check.logged_rows,
+        rows_differ=check.rows_disagreement is not None,
         drifted=report.drifted,
         drifted_features=report.drifted_features,
         prediction_score=report.prediction.score if report.prediction else None,
@@ -172,7 +180,8 @@ def _summary(checks: list[WindowCheck]) -> str:
             f"| {report.model_tag} | {report.check} | {report.title} | {check.rows:,} "
             f"| {', '.join(report.drifted_features) or '—'} | [HTML]({check.report_path.as_uri()}) |"
         )
-    return "\n".join(lines)
+    notes = [f"- {check.report.model_tag}: {note}" for check in checks if (note := check.rows_disagreement)]
+    return "\n".join([*lines, *([""] if notes else []), *notes])
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ import psutil
 import pytest
 
 from cicloml.drift import compare_profiles
-from cicloml.prediction_log import read_prediction_log
-from cicloml.profiling import DatasetProfileView, read_profile, read_window_profiles, window_profile_paths
+from cicloml.prediction_log import read_prediction_log, rows_disagreement, window_logged_rows
+from cicloml.profiling import (
+    DatasetProfileView,
+    read_profile,
+    read_window_profiles,
+    window_folder,
+    window_profile_paths,
+    window_profiled_rows,
+)
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 from cicloml.spec import DriftSpec, load_spec
@@ -131,7 +138,7 @@ def test_every_scored_row_is_counted_once_across_workers_after_a_graceful_stop(
 
     files = profile_files(profiles_dir)
     assert files, "no traffic profile was written at shutdown"
-    workers = {path.stem for path in files}
+    workers = {read_profile(path).metadata["worker"] for path in files}
     assert 1 <= len(workers) <= 2  # both workers when connections were spread over them (usual, not guaranteed)
     views = [read_window_profiles(folder) for folder in window_folders(profiles_dir)]
     for view in views:
@@ -197,3 +204,48 @@ def test_a_killed_server_leaves_only_whole_profiles(state: Settings, profiles_di
         merged = read_window_profiles(folder)
         assert column_count(merged, "score") == sum(column_count(view, "score") for view in each)
     assert sum(int(read_profile(path).metadata["rows"]) for path in profile_files(profiles_dir)) <= sent
+
+
+def test_a_worker_killed_mid_window_loses_at_most_its_last_segment(state: Settings, tmp_path: Path) -> None:
+    """Hour-long windows written in one-second segments: a kill -9 mid-window leaves every row scored more than a
+    few segments before it on disk, in the profiles and the prediction log alike, and the counts are compared."""
+    # A copy of the state with no traffic records yet: the other tests' rows would share this hour's window.
+    shutil.copytree(state.state_dir, tmp_path / "state", ignore=shutil.ignore_patterns("profiles", "prediction_log"))
+    answered: list[float] = []  # when each scored row's answer came back
+    stop = threading.Event()
+
+    def send_until_stopped(url: str) -> None:
+        while not stop.is_set():
+            try:
+                rows = predict_on_a_fresh_connection(url, *DEMO_IDS[:5])
+            except httpx.TransportError:
+                return  # the server is gone
+            answered.extend(time.monotonic() for row in rows if row["status"] == "ok")
+
+    settings = {"profile_window_seconds": "3600", "profile_segment_seconds": "1"}
+    with (
+        ciclo_environment(tmp_path / "state") as copy,
+        two_worker_server(copy, "serve-segments.log", **settings) as (process, url),
+    ):
+        sender = threading.Thread(target=send_until_stopped, args=(url,))
+        sender.start()
+        try:
+            time.sleep(6)  # several segments of traffic
+            killed = time.monotonic()
+            kill_server(process)
+        finally:
+            stop.set()
+            sender.join(timeout=WAIT_SECONDS)
+
+    model_tag = str(ModelRegistry(copy, "churn").champion())
+    window = datetime.fromtimestamp(time.time() // 3600 * 3600, timezone.utc)
+    if window_logged_rows(copy.prediction_log_dir, model_tag, window) == 0:  # the kill fell just after the hour
+        window = datetime.fromtimestamp(window.timestamp() - 3600, timezone.utc)
+    # A segment is written within segment_seconds of its first row, plus the writer's one-second tick.
+    settled = sum(1 for moment in answered if moment < killed - 3)
+    profiled = window_profiled_rows(window_folder(copy.profiles_dir, model_tag, window))
+    logged = window_logged_rows(copy.prediction_log_dir, model_tag, window)
+    assert settled > 50, "too little traffic to judge"
+    assert profiled >= settled and logged >= settled
+    assert max(profiled, logged) <= len(answered)
+    assert (rows_disagreement(profiled, logged) is None) == (profiled == logged)

@@ -1,5 +1,5 @@
-"""The service's prediction log: rows kept per window, one Parquet file per worker per window, written atomically
-when the window ends or on close, and read back with their window."""
+"""The service's prediction log: rows kept per window, written atomically as Parquet segment files per worker
+(every `segment_seconds`, `segment_rows`, at the window's end, on close), and read back with their window."""
 
 import time
 from datetime import datetime, timezone
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from cicloml import prediction_log
-from cicloml.prediction_log import PredictionLog, read_prediction_log
+from cicloml.prediction_log import PredictionLog, read_prediction_log, window_logged_rows
+from cicloml.profiling import window_folder
 
 TAG = "churn:v1"
 HOUR = 3600
@@ -32,7 +33,7 @@ def test_close_writes_one_file_per_window_and_they_read_back(tmp_path):
 
     written = log.close()
     assert [path.parent.name for path in written] == ["20270115T080000Z", "20270115T090000Z"]
-    assert all(path.name == "host-1.parquet" for path in written)
+    assert all(path.name == "host-1-0.parquet" for path in written)
 
     rows = read_prediction_log(tmp_path, TAG)
     assert rows["customer_id"].tolist() == [1001, 1002, 1003]
@@ -83,3 +84,59 @@ def test_reading_ignores_a_write_in_progress_and_an_empty_log_has_the_columns(tm
 def test_a_worker_id_must_name_a_file(tmp_path, worker):
     with pytest.raises(ValueError, match="cannot name a file"):
         PredictionLog(tmp_path, TAG, worker)
+
+
+def segment_file(tmp_path, segment: int, window_start: int = START):
+    start = datetime.fromtimestamp(window_start, timezone.utc)
+    return window_folder(tmp_path, TAG, start) / f"host-1-{segment}.parquet"
+
+
+def test_each_segment_is_on_disk_once_its_time_passes_and_the_log_reads_every_row(tmp_path):
+    clock = Clock(START + 10)
+    log = PredictionLog(tmp_path, TAG, "host-1", window_seconds=HOUR, segment_seconds=10, clock=clock)
+    recorded = []
+    for segment, ids in enumerate(([1, 2], [3], [4, 5, 6])):
+        log.record({"customer_id": ids}, [0.5] * len(ids))
+        recorded += ids
+        log.flush()
+        assert not segment_file(tmp_path, segment).exists(), "a segment younger than segment_seconds stays in memory"
+        clock.now += 10
+        log.flush()  # what the background thread does each second (it may have done it already)
+        assert segment_file(tmp_path, segment).exists()
+    assert clock.now < START + HOUR, "every segment was written before its window ended"
+
+    rows = read_prediction_log(tmp_path, TAG)
+    assert sorted(rows["customer_id"]) == recorded
+    assert window_logged_rows(tmp_path, TAG, datetime.fromtimestamp(START, timezone.utc)) == len(recorded)
+    assert log.close() == []
+
+
+def test_a_segment_is_written_as_soon_as_it_holds_segment_rows(tmp_path):
+    log = PredictionLog(tmp_path, TAG, "host-1", segment_rows=3, clock=Clock(START))
+    log.record({"customer_id": [1, 2]}, [0.1, 0.2])
+    log.flush()
+    assert not segment_file(tmp_path, 0).exists()
+    log.record({"customer_id": [3]}, [0.3])
+    log.flush()
+    assert pd.read_parquet(segment_file(tmp_path, 0))["customer_id"].tolist() == [1, 2, 3]
+
+
+def test_a_worker_killed_without_close_loses_at_most_its_unwritten_segment(tmp_path):
+    clock = Clock(START + 10)
+    log = PredictionLog(tmp_path, TAG, "host-1", window_seconds=HOUR, segment_seconds=10, clock=clock)
+    log.record({"customer_id": [1, 2, 3]}, [0.1, 0.2, 0.3])
+    clock.now += 10
+    log.flush()
+    log.record({"customer_id": [4]}, [0.4])  # the next segment, not yet due
+    del log  # kill -9: no close, nothing more written
+
+    assert sorted(read_prediction_log(tmp_path, TAG)["customer_id"]) == [1, 2, 3]
+
+
+def test_a_restarted_worker_adds_a_segment_instead_of_overwriting_its_own(tmp_path):
+    for ids in ([1], [2]):
+        log = PredictionLog(tmp_path, TAG, "host-1", clock=Clock(START))
+        log.record({"customer_id": ids}, [0.5])
+        log.close()
+    assert segment_file(tmp_path, 1).exists()
+    assert sorted(read_prediction_log(tmp_path, TAG)["customer_id"]) == [1, 2]

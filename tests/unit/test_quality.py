@@ -7,8 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cicloml.prediction_log import PredictionLog, rows_disagreement, window_logged_rows
+from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import assess_quality, join_labels
 from cicloml.spec import LabelsSpec, QualitySpec
+from cicloml.traffic import TrafficProfiler
 
 T0 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
 LABELS = LabelsSpec(path="labels.parquet", column="churned", available_time="label_timestamp")
@@ -128,3 +131,31 @@ def test_a_compound_key_takes_the_label_of_the_same_pair_only():
     )
     label = {(user, item): value for user, item, value in joined[["user_id", "item_id", "label"]].values}
     assert np.isnan(label[("u1", 1)]) and (label[("u1", 2)], label[("u2", 1)]) == (1.0, 0.0)
+
+
+def test_a_window_whose_profiles_and_prediction_log_count_different_rows_is_reported(tmp_path):
+    clock = lambda: T0.timestamp() + 5  # noqa: E731
+    traffic = TrafficProfiler(tmp_path / "profiles", "churn:v1", "host-1", clock=clock)
+    log = PredictionLog(tmp_path / "log", "churn:v1", "host-1", clock=clock)
+    traffic.record({"tenure_days": [1, 2, 3]}, [0.1, 0.2, 0.3])
+    log.record({"customer_id": [1, 2, 3]}, [0.1, 0.2, 0.3])
+    traffic.record({"tenure_days": [4]}, [0.4])  # a /predict_features row: profiled, no entity to log
+    traffic.close()
+    log.close()
+
+    profiled = window_profiled_rows(window_folder(tmp_path / "profiles", "churn:v1", T0))
+    logged = window_logged_rows(tmp_path / "log", "churn:v1", T0)
+    assert (profiled, logged) == (4, 3)
+    assert "4 rows" in rows_disagreement(profiled, logged) and "log 3" in rows_disagreement(profiled, logged)
+    assert rows_disagreement(3, 3) is None
+    assert rows_disagreement(7_723, None) is None, "predictions not logged: nothing to hold the profiles against"
+    assert "7,723 rows and the prediction log 0" in rows_disagreement(7_723, 0)
+
+    joined = pd.DataFrame({"window_start": [pd.Timestamp(T0)] * 3, "score": [0.1, 0.2, 0.3], "label": [np.nan] * 3})
+    report = assess_quality(
+        joined, model_tag="churn:v1", baseline_roc_auc=0.8, threshold=0.5, spec=QualitySpec(), known_by=T0
+    )
+    assert report.windows[0].rows_disagreement is None, "profiled rows not counted: no claim"
+    report.windows[0].profiled_rows = profiled
+    assert report.windows[0].rows_disagreement == rows_disagreement(4, 3)
+    assert f"- Window 2026-11-01 10:00:00: {rows_disagreement(4, 3)}" in report.markdown()

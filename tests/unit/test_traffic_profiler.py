@@ -55,8 +55,8 @@ def profiler(tmp_path: Path, clock: FakeClock, **options: int) -> TrafficProfile
     return TrafficProfiler(tmp_path, TAG, "host-1", window_seconds=WINDOW, clock=clock, **options)
 
 
-def worker_file(tmp_path: Path, start: datetime, worker: str = "host-1") -> Path:
-    return window_folder(tmp_path, TAG, start) / f"{worker}.bin"
+def worker_file(tmp_path: Path, start: datetime, worker: str = "host-1", segment: int = 0) -> Path:
+    return window_folder(tmp_path, TAG, start) / f"{worker}-{segment}.bin"
 
 
 def test_rows_recorded_in_two_windows_land_in_two_files_with_their_counts(tmp_path: Path) -> None:
@@ -119,18 +119,20 @@ def test_close_writes_the_partial_window_stops_the_thread_and_is_idempotent(tmp_
     assert traffic.dropped == 4
 
 
-def test_a_restarted_worker_adds_to_its_window_file_instead_of_overwriting_it(tmp_path: Path) -> None:
+def test_a_restarted_worker_adds_a_segment_instead_of_overwriting_its_own(tmp_path: Path) -> None:
     clock = FakeClock(T0 + 1)
     first = profiler(tmp_path, clock)
     first.record(*rows(8))
     first.close()
     second = profiler(tmp_path, clock)
     second.record(*rows(5))
-    second.close()
+    assert second.close() == [worker_file(tmp_path, START, segment=1)]
 
-    view = read_profile(worker_file(tmp_path, START))
+    assert read_profile(worker_file(tmp_path, START)).metadata["rows"] == "8"
+    view = read_window_profiles(window_folder(tmp_path, TAG, START))
     assert counts(view)["score"] == 13
     assert view.metadata["rows"] == "13"
+    assert view.metadata["worker"] == "host-1"
 
 
 def test_a_window_merges_every_worker_and_never_reads_a_leftover_temporary_file(tmp_path: Path) -> None:
@@ -141,9 +143,9 @@ def test_a_window_merges_every_worker_and_never_reads_a_leftover_temporary_file(
         traffic.close()
     folder = window_folder(tmp_path, TAG, START)
     # What a crash in the middle of a write leaves: a half-written temporary file, under atomic_path's name.
-    (folder / ".tmp-4242-host-3.bin").write_bytes(read_profile(folder / "host-1.bin").serialize()[:100])
+    (folder / ".tmp-4242-host-3-0.bin").write_bytes(read_profile(folder / "host-1-0.bin").serialize()[:100])
 
-    assert [path.name for path in window_profile_paths(folder)] == ["host-1.bin", "host-2.bin"]
+    assert [path.name for path in window_profile_paths(folder)] == ["host-1-0.bin", "host-2-0.bin"]
     merged = read_window_profiles(folder)
     assert counts(merged) == {"tenure_days": 10, "plan": 10, "score": 10}
     assert merged.metadata["rows"] == "10"
@@ -271,3 +273,50 @@ def test_windows_are_listed_oldest_first_and_the_newest_finished_one_is_chosen(t
     assert newest_finished_window(starts, 3600, hours[0] + timedelta(minutes=30)) == hours[2]
     assert newest_finished_window(starts, 3600, hours[0] + timedelta(hours=1)) == hours[0]
     assert newest_finished_window([hours[0]], 3600, hours[0]) == hours[0]  # none has finished: the newest
+
+
+def test_each_segment_is_on_disk_once_its_time_passes_and_the_window_reads_every_row(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 1)
+    traffic = profiler(tmp_path, clock, segment_seconds=10)
+    for segment, count in enumerate((5, 3, 4)):
+        traffic.record(*rows(count))
+        assert traffic.flush() == [], "a segment younger than segment_seconds stays in memory"
+        clock.now += 10
+        assert traffic.flush() == [worker_file(tmp_path, START, segment=segment)]
+        assert read_profile(worker_file(tmp_path, START, segment=segment)).metadata["rows"] == str(count)
+    assert clock.now < T0 + WINDOW, "every segment was written before its window ended"
+
+    merged = read_window_profiles(window_folder(tmp_path, TAG, START))
+    assert counts(merged) == {"tenure_days": 12, "plan": 12, "score": 12}
+    assert merged.metadata["rows"] == "12"
+    assert traffic.close() == []
+
+
+def test_a_segment_is_written_as_soon_as_it_holds_segment_rows(tmp_path: Path) -> None:
+    traffic = profiler(tmp_path, FakeClock(T0 + 1), segment_rows=10)
+    traffic.record(*rows(6))
+    assert traffic.flush() == []
+    traffic.record(*rows(6))
+    assert traffic.flush() == [worker_file(tmp_path, START)]
+    assert read_profile(worker_file(tmp_path, START)).metadata["rows"] == "12"
+
+
+def test_a_worker_killed_without_close_loses_at_most_its_unwritten_segment(tmp_path: Path) -> None:
+    clock = FakeClock(T0 + 1)
+    traffic = profiler(tmp_path, clock, segment_seconds=10)
+    traffic.record(*rows(7))
+    traffic.flush()  # as the worker thread does every second
+    clock.now += 10
+    assert traffic.flush() == [worker_file(tmp_path, START)]
+    traffic.record(*rows(4))
+    traffic.flush()  # profiled into the next segment, not yet due
+    del traffic  # kill -9: no close, nothing more written
+
+    merged = read_window_profiles(window_folder(tmp_path, TAG, START))
+    assert counts(merged)["score"] == 7 and merged.metadata["rows"] == "7"  # lost: only the 4 rows after it
+
+
+@pytest.mark.parametrize("seconds", [0, 61])
+def test_a_segment_longer_than_a_minute_or_empty_is_refused(tmp_path: Path, seconds: int) -> None:
+    with pytest.raises(ValueError, match="segment_seconds"):
+        TrafficProfiler(tmp_path, TAG, "host-1", segment_seconds=seconds)
