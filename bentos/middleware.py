@@ -1,6 +1,7 @@
-"""ASGI middleware for what BentoML 1.4 leaves to the deployer when self-hosting: auth and a body size limit.
+"""ASGI middleware for what BentoML 1.4 leaves to the deployer when self-hosting: auth, a body size limit, one rule
+for unknown fields, and an OpenAPI document that says what the service answers.
 
-Both answer before the service sees the request, in the same JSON shape as BentoML's own errors (`{"error": ...}`).
+They answer before the service sees the request, in the same JSON shape as BentoML's own errors (`{"error": ...}`).
 """
 
 import hmac
@@ -126,3 +127,77 @@ class JsonOnly:
                 message = f"content type {media_type!r} is not allowed: the API accepts application/json only"
                 return await send_error(send, 415, message)
         await self.app(scope, receive, send)
+
+
+class KnownFieldsOnly:
+    """Answer 400 to a JSON object body with a top-level field its route does not take, naming the field.
+
+    BentoML's input models ignore unknown top-level fields while the feature rows refuse theirs; one rule for every
+    route (refuse, in the shape of a validation error), so a misspelt field is never silently dropped.
+    """
+
+    def __init__(self, app: ASGIApp, fields: dict[str, frozenset[str]]) -> None:
+        self.app = app
+        self.fields = fields
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = self.fields.get(scope["path"]) if scope["type"] == "http" else None
+        if allowed is None:
+            return await self.app(scope, receive, send)
+        messages: list[Message] = []
+        while True:  # the body is bounded already (BodySizeLimit runs before this)
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        try:
+            body = json.loads(b"".join(message.get("body", b"") for message in messages))
+        except ValueError:  # not JSON at all: BentoML's own parser says so
+            body = None
+        unknown = sorted(set(body) - allowed) if isinstance(body, dict) else []
+        if unknown:
+            detail = [
+                {"type": "extra_forbidden", "loc": [name], "msg": "Extra inputs are not permitted"} for name in unknown
+            ]
+            count = f"{len(unknown)} validation error{'s' if len(unknown) > 1 else ''}"
+            return await send_json(send, 400, {"error": f"{count} for Input", "detail": detail})
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+class TruthfulOpenAPI:
+    """Serve `/docs.json` as the service behaves: a rewrite (`bentos.openapi.truthful`) of what BentoML generates."""
+
+    def __init__(self, app: ASGIApp, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.app = app
+        self.rewrite = rewrite
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            return await self.app(scope, receive, send)
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def collect(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, collect)
+        if start.get("status") != 200:
+            await send(start)
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+            return
+        await send_json(send, 200, self.rewrite(json.loads(b"".join(chunks))))
+
+
+async def send_json(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

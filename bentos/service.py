@@ -16,6 +16,7 @@ HTTP 200 for the request: a request for many ids must not lose the good rows bec
 service never scores a vector the model would have to impute (`None` in, a plausible-looking number out).
 """
 
+import functools
 import gc
 import os
 import socket
@@ -33,7 +34,8 @@ from feast import FeatureStore
 from pydantic import BaseModel
 
 from bentos.metrics import label_requests_by_route
-from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly
+from bentos.middleware import BearerTokenAuth, BodySizeLimit, JsonOnly, KnownFieldsOnly, TruthfulOpenAPI
+from bentos.openapi import truthful
 from bentos.schemas import (
     MAX_ROWS,
     Prediction,
@@ -355,11 +357,16 @@ label_requests_by_route()
 
 def _install_middleware(settings: Settings) -> None:
     """Auth outermost (a caller without the token learns nothing, not even the size limit), then the media type,
-    then the size limit."""
+    then the size limit, then one rule for unknown fields; and the OpenAPI document as all of that answers."""
     if settings.api_token is not None:
         PredictionService.add_asgi_middleware(BearerTokenAuth, token=settings.api_token.get_secret_value())
     PredictionService.add_asgi_middleware(JsonOnly)
     PredictionService.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    entities = frozenset({"entity_ids" if BY_ID else "entities"})
+    fields = {"/predict": entities, "/predict_batch": entities, "/predict_features": frozenset({"rows"})}
+    PredictionService.add_asgi_middleware(KnownFieldsOnly, fields=fields)
+    rewrite = functools.partial(truthful, token=settings.api_token is not None)
+    PredictionService.add_asgi_middleware(TruthfulOpenAPI, rewrite=rewrite)
 
 
 _install_middleware(SETTINGS)

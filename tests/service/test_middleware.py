@@ -1,13 +1,15 @@
 """The service's ASGI middleware in process (fast), on a tiny app that echoes the body it received."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from bentos.middleware import BearerTokenAuth, BodySizeLimit
+from bentos.middleware import BearerTokenAuth, BodySizeLimit, KnownFieldsOnly, TruthfulOpenAPI
+from bentos.openapi import truthful
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -112,3 +114,48 @@ def test_a_malformed_content_length_is_400() -> None:
 def test_an_empty_token_is_refused_at_startup() -> None:
     with pytest.raises(ValueError, match="non-empty token"):
         BearerTokenAuth(echo, token="")
+
+
+FIELDS = {"/predict": frozenset({"entity_ids"})}
+
+
+def test_an_unknown_top_level_field_is_a_400_naming_it_and_a_known_body_arrives_intact() -> None:
+    app = KnownFieldsOnly(echo, FIELDS)
+    refused = call(app, "POST", "/predict", json={"entity_ids": [1], "entity_idz": [2]})
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == [
+        {"type": "extra_forbidden", "loc": ["entity_idz"], "msg": "Extra inputs are not permitted"}
+    ]
+    assert call(app, "POST", "/predict", json={"entity_ids": [1]}).json() == {"entity_ids": [1]}
+    # Not JSON, or not an object: left to the service's own validation; other paths are not looked at.
+    assert call(app, "POST", "/predict", content=b"[1, 2").content == b"[1, 2"
+    assert call(app, "POST", "/other", json={"anything": 1}).status_code == 200
+
+
+def test_the_openapi_document_says_what_the_service_answers() -> None:
+    generated = {
+        "paths": {
+            "/predict": {
+                "post": {
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": {}, "400": {"description": "detail as a string"}},
+                }
+            },
+            "/readyz": {"get": {"responses": {"200": {}}}},
+        }
+    }
+
+    async def bentoml_docs(scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps(generated).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    served = call(TruthfulOpenAPI(bentoml_docs, lambda doc: truthful(doc, token=True)), "GET", "/docs.json").json()
+    predict = served["paths"]["/predict"]["post"]
+    assert predict["requestBody"]["required"] is True
+    assert predict["requestBody"]["content"]["application/json"]["schema"]["additionalProperties"] is False
+    assert {"400", "401", "413", "415"} <= set(predict["responses"])
+    bad_request = served["components"]["schemas"]["BadRequest"]["properties"]["detail"]["anyOf"]
+    assert bad_request[0]["type"] == "array" and bad_request[1]["type"] == "string"
+    assert "401" not in served["paths"]["/readyz"]["get"]["responses"]  # probes stay open
+    assert "401" not in truthful(generated, token=False)["paths"]["/predict"]["post"]["responses"]
