@@ -45,19 +45,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_serve  # noqa: E402
 
 from cicloml.contract import FeatureContract  # noqa: E402
-from cicloml.feature_store import OnlineFeatureReader, apply_repo, fetch_training_frame, materialize, open_store  # noqa: E402
-from cicloml.lineage import describe_training  # noqa: E402
-from cicloml.registry import ModelRegistry  # noqa: E402
+from cicloml.feature_store import OnlineFeatureReader, apply_repo, materialize, open_store  # noqa: E402
 from cicloml.settings import Settings, get_settings  # noqa: E402
-from cicloml.spec import SklearnModelSpec, load_spec  # noqa: E402
-from cicloml.training import (  # noqa: E402
-    encode_training_frame,
-    fit_model,
-    read_labels,
-    reference_profile,
-    split_by_time,
-    tune_threshold,
-)
+from cicloml.spec import SklearnModelSpec  # noqa: E402
 
 TARGETS = {"p99_ms_python_mode": 2.0, "lookup_over_feast": 1.0, "python_mode_over_baseline_rps": 0.8}
 SERVICES = {"baseline": "click_plain_v1", "python_mode": "click_python_v1", "both_modes": "click_v1"}
@@ -135,27 +125,9 @@ def prepare(workdir: Path) -> tuple[Settings, Any, list[dict[str, Any]]]:
 
 def train_and_register(settings: Settings, store: Any, service: str) -> str:
     """A model on `service`, registered (no Prefect: the flows are measured elsewhere)."""
-    spec = load_spec(settings.spec_path)
-    contract = FeatureContract.resolve(store, service, exclude=EXCLUDED)
-    frame = fetch_training_frame(store, contract, read_labels(settings, spec.labels), spec.labels)
-    frame, schema = encode_training_frame(frame, contract.schema(), spec.labels.event_time)
-    split = split_by_time(frame, spec.labels.event_time, validation_fraction=0.15, test_fraction=0.2)
-    model = fit_model(split.train, spec.labels.column, schema, MODEL, seed=0)
-    threshold = tune_threshold(model, split.validation, schema, spec.labels.column)
-    lineage = describe_training(
-        model=model,
-        model_spec=MODEL,
-        feature_service=service,
-        features=schema,
-        label=spec.labels.column,
-        time_column=spec.labels.event_time,
-        splits={"train": split.train, "validation": split.validation, "test": split.test},
-        threshold=threshold,
-        metrics={},
-        repo_dir=ROOT,
-    )
-    reference = reference_profile(model, split.train, split.validation, schema)
-    return ModelRegistry(settings, spec.name).register(model, lineage, reference, {"gate": "passed"})
+    from tests.service.state import register_trained  # imports pytest; only needed here
+
+    return register_trained(settings, store, FeatureContract.resolve(store, service, exclude=EXCLUDED), MODEL)
 
 
 # --- 1. lookups -------------------------------------------------------------------------------------------------

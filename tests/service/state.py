@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from feast import FeatureStore
 
 from cicloml.contract import FeatureContract
 from cicloml.demo.churn import write_churn_data
@@ -21,7 +22,14 @@ from cicloml.lineage import describe_training
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 from cicloml.spec import SklearnModelSpec, load_spec
-from cicloml.training import fit_model, read_labels, reference_profile, split_by_time, tune_threshold
+from cicloml.training import (
+    encode_training_frame,
+    fit_model,
+    read_labels,
+    reference_profile,
+    split_by_time,
+    tune_threshold,
+)
 from tests.conftest import ROOT
 
 MODEL_SPEC = SklearnModelSpec(params={"max_iter": 60, "learning_rate": 0.1, "max_leaf_nodes": 15})
@@ -38,29 +46,41 @@ def build_served_state(settings: Settings, end: datetime, *, customers: int = 40
     store = open_store(ROOT / spec.features.repo, settings)
     apply_repo(store)
     materialize(store, end + timedelta(seconds=1))
-    contract = FeatureContract.resolve(store, service)
-    schema = contract.schema()
-    frame = fetch_training_frame(store, contract, read_labels(settings, spec.labels), spec.labels, known_by=end)
-    split = split_by_time(frame, spec.labels.event_time, validation_fraction=0.15, test_fraction=0.2)
-    model = fit_model(split.train, spec.labels.column, schema, MODEL_SPEC, seed=0)
-    threshold = tune_threshold(model, split.validation, schema, spec.labels.column)
+    tag = register_trained(settings, store, FeatureContract.resolve(store, service), MODEL_SPEC, known_by=end)
+    ModelRegistry(settings, spec.name).promote(tag)
+    return tag
+
+
+def register_trained(
+    settings: Settings,
+    store: FeatureStore,
+    contract: FeatureContract,
+    model_spec: SklearnModelSpec,
+    *,
+    known_by: datetime | None = None,
+) -> str:
+    """A model fitted on the contract's training frame (labels known by `known_by`), registered; its tag."""
+    spec = load_spec(settings.spec_path)
+    labels = spec.labels
+    frame = fetch_training_frame(store, contract, read_labels(settings, labels), labels, known_by=known_by)
+    frame, schema = encode_training_frame(frame, contract.schema(), labels.event_time)
+    split = split_by_time(frame, labels.event_time, validation_fraction=0.15, test_fraction=0.2)
+    model = fit_model(split.train, labels.column, schema, model_spec, seed=0)
+    threshold = tune_threshold(model, split.validation, schema, labels.column)
     lineage = describe_training(
         model=model,
-        model_spec=MODEL_SPEC,
-        feature_service=service,
+        model_spec=model_spec,
+        feature_service=contract.service,
         features=schema,
-        label=spec.labels.column,
-        time_column=spec.labels.event_time,
+        label=labels.column,
+        time_column=labels.event_time,
         splits={"train": split.train, "validation": split.validation, "test": split.test},
         threshold=threshold,
         metrics={},
         repo_dir=ROOT,
     )
-    registry = ModelRegistry(settings, spec.name)
     reference = reference_profile(model, split.train, split.validation, schema)
-    tag = registry.register(model, lineage, reference, {"gate": "passed"})
-    registry.promote(tag)
-    return tag
+    return ModelRegistry(settings, spec.name).register(model, lineage, reference, {"gate": "passed"})
 
 
 def push_rows(settings: Settings, push_source: str, rows: list[dict[str, Any]]) -> None:
