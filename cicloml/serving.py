@@ -264,8 +264,8 @@ class Backend:
 
     def stop(self) -> None:
         """SIGTERM the server (BentoML finishes the requests in flight and stops its workers), then stop whatever
-        of the backend is left: its live descendants and every recorded member still alive (a worker orphaned by
-        a killed server), SIGKILL after a timeout."""
+        of the backend is left: every recorded member still alive (a worker orphaned by a killed server) and every
+        process of its process group, SIGKILL after a timeout."""
         if self.exited is None:
             self.remember_members()
             self.process.terminate()
@@ -274,6 +274,7 @@ class Backend:
             except subprocess.TimeoutExpired:
                 pass
         left = [found for record in self.members.values() if (found := find(record)) is not None]
+        left += [member for member in _process_group(self.process.pid) if member.pid not in self.members]
         if left:
             logger.info("stopping what is left of %s: pids %s", self.bento_tag, [member.pid for member in left])
             stop_all(left, STOP_TIMEOUT_S)
@@ -504,6 +505,16 @@ class _ProxyServer(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _process_group(pgid: int) -> list[psutil.Process]:
+    """The live processes of process group `pgid` (a backend runs in a session of its own: its group is its PID)."""
+    members = []
+    for process in psutil.process_iter():
+        with suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
+    return members
 
 
 def serving_state_file(settings: Settings) -> Path:

@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from bentos.metrics import UNROUTED
+from bentos.metrics import REFUSED
 from tests.conftest import ciclo_environment
 from tests.service.conftest import bento_server, serving_environment
 from tests.service.state import build_served_state
@@ -76,7 +76,7 @@ def test_random_paths_without_the_token_do_not_grow_metrics_or_memory(served) ->
         refused = [
             line
             for line in after.splitlines()
-            if line.startswith("bentoml_service_request_total{") and f'endpoint="{UNROUTED}"' in line
+            if line.startswith("bentoml_service_request_total{") and f'endpoint="{REFUSED}"' in line
         ]
         assert any('http_response_code="401"' in line and float(line.rsplit(" ", 1)[1]) >= SCANS for line in refused)
         # Routes keep their own series.
