@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
 
 from cicloml.contract import FeatureContract
 from cicloml.demo.churn import DemoTables, generate_churn_data
@@ -258,16 +258,17 @@ def lookup_latencies(reader: OnlineFeatureReader, id_sets: list[list[int]]) -> t
     """Time `reader.fetch` and the raw Feast lookup per id set, interleaved so both see the same load (seconds)."""
     ours: list[float] = []
     feast: list[float] = []
+    service = reader.store.get_feature_service(reader.contract.service)  # resolved once, as the reader resolves it
     for ids in id_sets:
         ours.append(timed(partial(reader.fetch, ids)))
-        feast.append(timed(partial(raw_feast_lookup, reader, ids)))
+        feast.append(timed(partial(raw_feast_lookup, reader, service, ids)))
     return ours, feast
 
 
-def raw_feast_lookup(reader: OnlineFeatureReader, ids: Sequence[int]) -> dict[str, Any]:
+def raw_feast_lookup(reader: OnlineFeatureReader, service: FeatureService, ids: Sequence[int]) -> dict[str, Any]:
     """What a plain Feast client does for the same service and ids: no unknown/missing/stale checks."""
-    rows = [{reader.join_key: entity} for entity in ids]
-    return reader.store.get_online_features(features=reader.service, entity_rows=rows).to_dict()
+    (join_key,) = reader.join_keys
+    return reader.store.get_online_features(features=service, entity_rows=[{join_key: e} for e in ids]).to_dict()
 
 
 def timed(call: Callable[[], Any]) -> float:

@@ -38,7 +38,6 @@ BENTO_FEATURE_REPO = "feature_repo"
 """The Feast repository's folder in `project/`."""
 REGISTRY_SNAPSHOT = "registry.db"
 
-SQLITE_STORES = ("sqlite", "cicloml.online_stores.MonotonicSqliteOnlineStore")
 FEAST_SQLITE_DEFAULT_PATH = "data/online.db"
 
 BENTOML = Path(sys.executable).with_name("bentoml")
@@ -150,9 +149,11 @@ def _copy_feature_repo(settings: Settings, repo: Path, target: Path) -> None:
 
 def _bento_config(config: dict[str, Any], repo: Path) -> dict[str, Any]:
     config["registry"] = {"registry_type": "file", "path": REGISTRY_SNAPSHOT, "cache_ttl_seconds": 0}
-    online = config.get("online_store", "sqlite")
+    from cicloml.online_stores import PLAIN_SQLITE_TYPE, SQLITE_TYPES  # imports Feast, as building does anyway
+
+    online = config.get("online_store", PLAIN_SQLITE_TYPE)
     online = {"type": online} if isinstance(online, str) else dict(online)
-    if online.get("type", "sqlite") in SQLITE_STORES:
+    if online.get("type", PLAIN_SQLITE_TYPE) in SQLITE_TYPES:
         path = str(online.get("path", FEAST_SQLITE_DEFAULT_PATH))
         if "${" not in path and not Path(path).is_absolute():
             online["path"] = str(repo / path)

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from calendar import timegm
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -431,17 +431,14 @@ class OnlineFeatures:
     on-demand view computed; None where nothing)."""
     statuses: list[EntityStatus]
     issues: list[EntityIssue]
-    key_count: int = 1
-    """How many of `columns` are join keys."""
+    join_keys: tuple[str, ...]
 
     @property
     def ok(self) -> bool:
         return not self.issues
 
     def entity(self, row: int) -> Any:
-        """Row `row`'s entity as the caller named it: its id for a single join key, else its join keys by name."""
-        keys = list(self.columns)[: self.key_count]
-        return self.columns[keys[0]][row] if len(keys) == 1 else {key: self.columns[key][row] for key in keys}
+        return entity_of(self.columns, self.join_keys, row)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.columns)
@@ -517,7 +514,7 @@ class OnlineFeatureReader:
             columns={name: columns[name] for name in (*self.join_keys, *self.features)},
             statuses=[issue.status if issue else "ok" for issue in row_issues],
             issues=[issue for issue in row_issues if issue is not None],
-            key_count=len(self.join_keys),
+            join_keys=tuple(self.join_keys),
         )
 
     def _request_columns(self, entities: Sequence[Any] | dict[str, Sequence[Any]]) -> dict[str, list[Any]]:
@@ -532,12 +529,7 @@ class OnlineFeatureReader:
         return {name: list(entities[name]) for name in names}
 
     def _issue(self, row: int, columns: dict[str, list[Any]], status: EntityStatus, features: list[str]) -> EntityIssue:
-        entity = (
-            columns[self.join_keys[0]][row]
-            if len(self.join_keys) == 1
-            else {key: columns[key][row] for key in self.join_keys}
-        )
-        return EntityIssue(row=row, entity=entity, status=status, features=features)
+        return EntityIssue(row=row, entity=entity_of(columns, self.join_keys, row), status=status, features=features)
 
     def _check(self, row: int, columns: dict[str, list[Any]], found: bool, stale: list[str]) -> EntityIssue | None:
         if not found:
@@ -612,6 +604,13 @@ class OnlineFeatureReader:
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def entity_of(columns: Mapping[str, Sequence[Any]], join_keys: Sequence[str], row: int) -> Any:
+    """Row `row`'s entity as the caller named it: its id for a single join key, else its join keys by name."""
+    if len(join_keys) == 1:
+        return columns[join_keys[0]][row]
+    return {key: columns[key][row] for key in join_keys}
 
 
 def _missing(value: Any) -> bool:

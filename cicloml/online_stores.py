@@ -34,6 +34,11 @@ from feast.type_map import feast_value_type_to_python_type
 from feast.types import FEAST_VECTOR_TYPES
 from feast.utils import _get_feature_view_vector_field_metadata, to_naive_utc
 
+PLAIN_SQLITE_TYPE = "sqlite"
+"""Feast's own SQLite online store, as feature_store.yaml names it."""
+MONOTONIC_SQLITE_TYPE = "cicloml.online_stores.MonotonicSqliteOnlineStore"
+SQLITE_TYPES = (PLAIN_SQLITE_TYPE, MONOTONIC_SQLITE_TYPE)
+
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from cicloml.errors import ConfigError
 from cicloml.models.inputs import FeatureInput
+from cicloml.online_stores import MONOTONIC_SQLITE_TYPE, PLAIN_SQLITE_TYPE, SQLITE_TYPES
 from cicloml.settings import Settings
 from cicloml.spec import ProjectSpec, load_spec
 
@@ -26,9 +27,6 @@ if TYPE_CHECKING:  # Feast takes seconds to import: the checks import it when th
 
 Level = Literal["ok", "warning", "error"]
 Say = Callable[[Level, str], None]
-
-PLAIN_SQLITE = "sqlite"
-MONOTONIC_SQLITE = "cicloml.online_stores.MonotonicSqliteOnlineStore"
 
 
 class Finding(BaseModel):
@@ -128,17 +126,17 @@ def _check_stores(store: "FeatureStore", settings: Settings, say: Say) -> None:
     config = store.config
     repo = Path(store.repo_path)
     online = config.online_store
-    if getattr(online, "type", None) == PLAIN_SQLITE:
+    if getattr(online, "type", None) == PLAIN_SQLITE_TYPE:
         say(
             "warning",
             "the online store is Feast's plain SQLite store, where an older row can overwrite a newer one (a "
             "re-materialized window, a late push); set `online_store.type: "
-            f"{MONOTONIC_SQLITE}` in feature_store.yaml",
+            f"{MONOTONIC_SQLITE_TYPE}` in feature_store.yaml",
         )
     places = []
     if getattr(config.registry, "registry_type", "file") == "file" and "://" not in str(config.registry.path):
         places.append(("registry", _under(repo, config.registry.path), "registry.path", "registry.db"))
-    if getattr(online, "path", None) and getattr(online, "type", "") in (PLAIN_SQLITE, MONOTONIC_SQLITE):
+    if getattr(online, "path", None) and getattr(online, "type", "") in SQLITE_TYPES:
         places.append(("SQLite online store", _under(repo, online.path), "online_store.path", "online.db"))
     for what, path, key, file_name in places:
         if not path.is_relative_to(settings.state_dir):

@@ -3,6 +3,7 @@
 import socket
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import cache
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
@@ -40,13 +41,18 @@ def run_locally(flow: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     for them. With an API URL configured (a server, `prefect_test_harness`), nothing of this happens.
     """
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        if start_temporary_server() is None:
-            tagged = nullcontext()
-        else:
-            mark_orphaned_runs_crashed()
-            tagged = tags(process_tag())
-        with tagged:
+        with tags(process_tag()) if _temporary_server_ready() else nullcontext():
             return flow(*args, **kwargs)
+
+
+@cache
+def _temporary_server_ready() -> bool:
+    """Start the temporary server and sweep the runs killed processes left, once per process: the sweep reads every
+    RUNNING run, which is work for each flow call only if done for each (it was, and cost a local run time)."""
+    if start_temporary_server() is None:
+        return False
+    mark_orphaned_runs_crashed()
+    return True
 
 
 def process_tag(record: ProcessRecord | None = None) -> str:
