@@ -8,12 +8,12 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-estimation bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-demo: $(INSTALLED) ## The whole loop: serve, drift, Slack alert, retrain, new champion served (JSON summary last)
+demo: $(INSTALLED) ## The whole loop: drift that holds, concept drift, retrain on new labels, recovery (JSON summary last)
 	@mkdir -p $(PREFECT_HOME)
 	CICLO_PROFILE_WINDOW_SECONDS=$${CICLO_PROFILE_WINDOW_SECONDS:-20} $(BIN)/python -m flows.demo
 
@@ -56,6 +56,10 @@ bench-segments: $(INSTALLED) system-packages ## Traffic records written every se
 bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, beside Evidently's preset (prints JSON)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/bench_drift.py
+
+bench-estimation: $(INSTALLED) ## Estimated vs realized ROC AUC before labels on the demo world, beside NannyML (JSON)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench-cbpe]'
+	$(BIN)/python benchmarks/bench_estimation.py
 
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)
