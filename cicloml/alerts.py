@@ -55,8 +55,11 @@ class Delivery:
     attempts: int = 0
 
 
-def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: str | None) -> dict[str, Any]:
-    """The Block Kit message for a drifted window: model, window, drifted features with scores, links."""
+def drift_message(
+    report: DriftReport, *, retraining: str | None = None, flow_run_url: str | None, report_url: str | None
+) -> dict[str, Any]:
+    """The Block Kit message for a drifted window: model, window, drifted features with scores, the estimated
+    impact on the model and whether (and why) retraining was asked for, links."""
     drifted = sorted((f for f in report.features if f.drifted), key=lambda feature: -feature.score)
     window = (
         f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC"
@@ -71,7 +74,12 @@ def drift_message(report: DriftReport, *, flow_run_url: str | None, report_url: 
     )
     if len(drifted) > MAX_FEATURES_LISTED:
         listed += f"\n…and {len(drifted) - MAX_FEATURES_LISTED} more"
-    blocks = _opening(headline, {"Model": f"`{report.model_tag}`", "Window": window})
+    facts = {"Model": f"`{report.model_tag}`", "Window": window}
+    if report.performance_line:
+        facts["Estimated impact"] = report.performance_line
+    if retraining:
+        facts["Retraining"] = retraining
+    blocks = _opening(headline, facts)
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}})
     if report.prediction is not None:
         scores = report.prediction
@@ -96,12 +104,30 @@ def quality_message(
         f"Quality drop in {report.model_tag}: ROC AUC {auc:.3f} on labelled traffic of {span}, "
         f"{report.baseline_roc_auc:.3f} at training"
     )
+    if window.concept_drift:
+        headline = f"Probable concept drift in {report.model_tag}: " + headline.split(": ", 1)[1]
     facts = {
         "Model": f"`{report.model_tag}`",
         "Window": span,
         "Live ROC AUC": f"{auc:.3f} ({auc - report.baseline_roc_auc:+.3f})",
         "Labelled predictions": f"{window.labelled} of {window.predictions}",
     }
+    if window.estimate is not None:
+        facts["Estimated before labels"] = window.estimate.describe(report.baseline_roc_auc)
+    if window.concept_drift:
+        facts["Why"] = (
+            "the estimate from the scores did not foresee the drop: the features look as they did, the outcomes "
+            "changed (concept drift); retraining on the new labels is what helps"
+        )
+    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url})
+
+
+def deferred_message(reason: str, skipped: str, pending: str | None, *, flow_run_url: str | None) -> dict[str, Any]:
+    """A requested retraining that found nothing new to learn from: what it waits for."""
+    headline = "Retraining deferred: no new labelled data yet"
+    facts = {"Why it was asked": reason, "Outcome": skipped}
+    if pending:
+        facts["Waiting"] = pending
     return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url})
 
 
@@ -112,7 +138,10 @@ def retrain_message(
     verdict = "promoted to champion" if decision.promote else "rejected by the gate"
     headline = f"Retrained {challenger_tag.split(':')[0]}: {challenger_tag} {verdict}"
     reasons = "\n".join(f"• {line}" for line in decision.reasons)
-    blocks = _opening(headline, {"Why": reason, "Serving": serving})
+    facts = {"Why": reason, "Serving": serving}
+    if decision.comparison is not None:
+        facts["On fresh labels"] = decision.comparison.describe()
+    blocks = _opening(headline, facts)
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Gate*\n{reasons}"[:3000]}})
     return _message(headline, blocks, {"Flow run": flow_run_url})
 

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
+from cicloml.estimation import PerformanceEstimate
 from cicloml.profiling import SCORE_COLUMN, WINDOW_FORMAT, DatasetProfileView
 from cicloml.spec import DriftSpec
 
@@ -81,6 +82,15 @@ class DriftReport(BaseModel):
     prediction: FeatureDrift | None
     """The model's score column, when both profiles have one."""
     quality_issues: list[QualityIssue]
+    performance: PerformanceEstimate | None = None
+    """The model's performance estimated from the window's logged scores (before labels); None without them."""
+    baseline_roc_auc: float | None = None
+    """The model's ROC AUC on its test window, at training: what the estimate is held against."""
+
+    @property
+    def performance_line(self) -> str | None:
+        """ "estimated ROC AUC 0.79 ± 0.01 (training 0.79)", or None without an estimate."""
+        return self.performance.describe(self.baseline_roc_auc) if self.performance else None
 
     @property
     def drifted_features(self) -> list[str]:
@@ -105,6 +115,11 @@ class DriftReport(BaseModel):
             "",
             f"{len(self.drifted_features)} of {len(self.features)} features above their threshold "
             f"(drift needs {self.min_drifted_features}).",
+            *(
+                ["", f"Impact: {self.performance_line}, from {self.performance.rows:,} logged scores."]
+                if self.performance
+                else []
+            ),
             "",
             "| feature | kind | method | score | threshold | drifted | null rate (reference → window) "
             "| rows (reference / window) |",
@@ -156,6 +171,12 @@ td:nth-child(6){{width:30%}}</style></head><body>
 <h1>{verdict}: {escape(report.model_tag)}</h1>
 <p>Window {window}. {len(report.drifted_features)} of {len(report.features)} features scored above their
 threshold (drift needs {report.min_drifted_features}); red bars are over the threshold.</p>
+{
+        f"<p>Impact: {escape(report.performance_line)}, from {report.performance.rows:,} logged scores (before labels, "
+        "from the calibrated scores).</p>"
+        if report.performance and report.performance_line
+        else ""
+    }
 <table><tr><th>feature</th><th>kind</th><th>method</th><th>score</th><th>threshold</th><th></th>
 <th>null rate (training → window)</th>
 <th>rows (training / window)</th></tr>

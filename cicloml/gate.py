@@ -1,10 +1,51 @@
-"""The promotion gate: a challenger becomes champion only if it clears the floors and is not worse than the
-champion on the same test window."""
+"""The promotion gate: a challenger becomes champion only if it clears the floors and, where there is a champion,
+beats it on the same fresh labelled rows by at least `gates.min_improvement` (a tie is not a promotion) without
+being plausibly worse by more than `gates.max_regression` (the lower bound of a paired bootstrap interval).
 
+`compare_paired` scores both models' ROC AUC on the same rows and bootstraps the difference: each resample draws
+row indices with replacement and uses the same indices for both models, so what the rows have in common (easy or
+hard cases, the positive rate) cancels out of the difference and the interval measures the models, not the rows.
+"""
+
+from datetime import datetime, timezone
+
+import numpy as np
 from pydantic import BaseModel
 
+from cicloml.errors import DataError
 from cicloml.evaluation import Metrics
 from cicloml.spec import GatesSpec
+
+_CHUNK_CELLS = 2_000_000
+"""Resample counts held at once (rows × resamples): bounds memory at ~16 MB per array whatever the data size."""
+
+
+class PairedComparison(BaseModel):
+    """Challenger vs champion ROC AUC on the same rows, with a paired bootstrap interval of the difference."""
+
+    rows: int
+    positives: int
+    window: tuple[datetime, datetime] | None
+    """The rows' event-time span, set by the caller."""
+    challenger_roc_auc: float
+    champion_roc_auc: float
+    difference: float
+    """challenger − champion on all the rows."""
+    interval: tuple[float, float]
+    """Central `confidence` interval of the difference over the resamples (percentile bootstrap)."""
+    confidence: float
+    resamples: int
+    """Resamples the interval is computed from (those drawn, less any that held a single class)."""
+
+    def describe(self) -> str:
+        """One line for people: rows, window, the difference and its interval."""
+        window = "" if self.window is None else f", {_time(self.window[0])} to {_time(self.window[1])}"
+        return (
+            f"On the same {self.rows} rows ({self.positives} positive{window}): ROC AUC challenger "
+            f"{self.challenger_roc_auc:.4f}, champion {self.champion_roc_auc:.4f}, difference {self.difference:+.4f} "
+            f"({self.confidence:.0%} interval {self.interval[0]:+.4f} to {self.interval[1]:+.4f}, "
+            f"{self.resamples} paired resamples)."
+        )
 
 
 class GateDecision(BaseModel):
@@ -14,6 +55,8 @@ class GateDecision(BaseModel):
     challenger: Metrics
     champion: Metrics | None
     champion_tag: str | None
+    comparison: PairedComparison | None = None
+    """Challenger vs champion on the same fresh rows; None when there was no champion."""
 
     @property
     def label(self) -> str:
@@ -27,16 +70,28 @@ class GateDecision(BaseModel):
         for metric in ("roc_auc", "pr_auc", "log_loss", "brier", "f1"):
             ours, theirs = getattr(self.challenger, metric), getattr(self.champion, metric, None)
             lines.append(f"| {metric} | {_number(ours)} | {_number(theirs)} |")
+        if self.comparison is not None:
+            lines += ["", self.comparison.describe()]
         champion = f"`{self.champion_tag}`" if self.champion_tag else "none yet"
         lines += ["", f"Champion: {champion}", "", *[f"- {reason}" for reason in self.reasons]]
         return "\n".join(lines)
 
 
 def decide_promotion(
-    challenger: Metrics, champion: Metrics | None, gates: GatesSpec, *, champion_tag: str | None = None
+    challenger: Metrics,
+    champion: Metrics | None,
+    gates: GatesSpec,
+    *,
+    champion_tag: str | None = None,
+    comparison: PairedComparison | None = None,
 ) -> GateDecision:
-    """Floors from the spec always apply; with a champion (scored on the same rows), the challenger's ROC AUC may
-    be at most `gates.max_regression` below the champion's. With no champion yet, the floors alone decide."""
+    """Floors from the spec always apply to the challenger's metrics. With no champion yet, the floors alone decide.
+    With a champion, the challenger must beat it on `comparison` (both models on the same fresh rows, see
+    `compare_paired`) by at least `gates.min_improvement`, and the lower bound of the paired interval of the
+    difference must be at least `-gates.max_regression`; without a comparison (no fresh rows of both classes) there
+    is no evidence that it is better, and it is rejected."""
+    if champion is None and comparison is not None:
+        raise ValueError("comparison given but no champion: pass the champion's metrics too")
     failures: list[str] = []
     passes: list[str] = []
 
@@ -48,12 +103,24 @@ def decide_promotion(
     rule(pr_auc >= gates.min_pr_auc, f"PR AUC {pr_auc:.4f} vs floor {gates.min_pr_auc:.4f}")
     if champion is None:
         passes.append("ok: no champion yet, the floors decide")
-    else:
-        bar = (champion.roc_auc or 0.0) - gates.max_regression
+    elif comparison is None:
         rule(
-            auc >= bar,
-            f"ROC AUC {auc:.4f} vs champion {champion_tag} {champion.roc_auc or 0.0:.4f} "
-            f"(tolerance {gates.max_regression:.4f})",
+            False,
+            f"no fresh labelled rows of both classes that neither model trained on to compare with {champion_tag}",
+        )
+    else:
+        c = comparison
+        rule(
+            c.difference >= gates.min_improvement,
+            f"improvement: ROC AUC {c.challenger_roc_auc:.4f} vs champion {champion_tag} {c.champion_roc_auc:.4f} "
+            f"on the same {c.rows} rows, difference {c.difference:+.4f} vs required {gates.min_improvement:+.4f} "
+            "(a tie is not a promotion)",
+        )
+        rule(
+            c.interval[0] >= -gates.max_regression,
+            f"not plausibly worse: {c.confidence:.0%} paired interval of the difference "
+            f"[{c.interval[0]:+.4f}, {c.interval[1]:+.4f}] ({c.resamples} resamples), lower bound "
+            f"{c.interval[0]:+.4f} vs tolerance {-gates.max_regression:+.4f}",
         )
     return GateDecision(
         promote=not failures,
@@ -61,8 +128,130 @@ def decide_promotion(
         challenger=challenger,
         champion=champion,
         champion_tag=champion_tag,
+        comparison=comparison,
     )
+
+
+def compare_paired(
+    challenger_scores: np.ndarray,
+    champion_scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    confidence: float,
+    window: tuple[datetime, datetime] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Both models' ROC AUC on the same rows, and the percentile interval of (challenger − champion) over paired
+    bootstrap resamples: each resample draws row indices with replacement, the same for both models. Resamples
+    with a single class are dropped. Deterministic for a seed."""
+    challenger_scores, champion_scores, labels = _check_paired(challenger_scores, champion_scores, labels)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1 (got {confidence})")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1 (got {resamples})")
+    rows = len(labels)
+    challenger_ranking, champion_ranking = _Ranking(challenger_scores, labels), _Ranking(champion_scores, labels)
+    ones = np.ones((1, rows), dtype=np.int64)
+    challenger_auc, champion_auc = float(challenger_ranking.auc(ones)[0]), float(champion_ranking.auc(ones)[0])
+
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK_CELLS // rows)
+    differences = []
+    for start in range(0, resamples, per_chunk):
+        count = min(per_chunk, resamples - start)
+        # Resample b draws row indices; counts[b, i] is how often row i was drawn (the same for both models).
+        drawn = rng.integers(0, rows, size=(count, rows)) + rows * np.arange(count)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=count * rows).reshape(count, rows)
+        differences.append(challenger_ranking.auc(counts) - champion_ranking.auc(counts))
+    difference = np.concatenate(differences)
+    difference = difference[~np.isnan(difference)]
+    if len(difference) == 0:
+        raise DataError(
+            f"every one of {resamples} bootstrap resamples of the {rows} rows held a single class: "
+            "compare on more labelled rows"
+        )
+    tail = (1.0 - confidence) / 2
+    lower, upper = np.quantile(difference, [tail, 1.0 - tail])
+    return PairedComparison(
+        rows=rows,
+        positives=int(labels.sum()),
+        window=window,
+        challenger_roc_auc=challenger_auc,
+        champion_roc_auc=champion_auc,
+        difference=challenger_auc - champion_auc,
+        interval=(float(lower), float(upper)),
+        confidence=confidence,
+        resamples=len(difference),
+    )
+
+
+class _Ranking:
+    """One model's scores sorted once, so that the ROC AUC of any weighting of the rows (a bootstrap resample's
+    draw counts) takes a few vectorized passes: the Mann-Whitney statistic with ties counted half, as
+    sklearn's roc_auc_score."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        self.order = np.argsort(scores, kind="stable")
+        ordered = scores[self.order]
+        self.positive = labels[self.order].astype(bool)
+        # Runs of equal scores; None when every score is distinct (no need to merge runs).
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self.runs = starts if len(starts) < len(ordered) else None
+
+    def auc(self, counts: np.ndarray) -> np.ndarray:
+        """ROC AUC per row of `counts` (resamples × rows, how often each row is drawn); NaN for a single class."""
+        ordered = counts[:, self.order]
+        positives = np.where(self.positive, ordered, 0)
+        negatives = ordered - positives
+        if self.runs is not None:
+            positives = np.add.reduceat(positives, self.runs, axis=1)
+            negatives = np.add.reduceat(negatives, self.runs, axis=1)
+        # Twice the pairs a positive outranks (a tie counts half): negatives strictly below, twice, plus those tied.
+        below_twice = 2 * np.cumsum(negatives, axis=1) - negatives
+        wins_twice = np.einsum("ij,ij->i", positives, below_twice)
+        pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins_twice / (2.0 * pairs), np.nan)
+
+
+def _check_paired(
+    challenger_scores: np.ndarray, champion_scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    challenger_scores = np.asarray(challenger_scores, dtype=float)
+    champion_scores = np.asarray(champion_scores, dtype=float)
+    labels = np.asarray(labels)
+    if challenger_scores.ndim != 1 or champion_scores.ndim != 1 or labels.ndim != 1:
+        raise DataError(
+            "challenger scores, champion scores and labels must be 1-D (got shapes "
+            f"{challenger_scores.shape}, {champion_scores.shape} and {labels.shape})"
+        )
+    if not len(challenger_scores) == len(champion_scores) == len(labels):
+        raise DataError(
+            "a paired comparison needs both models' scores on the same rows: challenger scores, champion scores and "
+            f"labels differ in length ({len(challenger_scores)}, {len(champion_scores)} and {len(labels)})"
+        )
+    if not (np.isfinite(challenger_scores).all() and np.isfinite(champion_scores).all()):
+        raise DataError("scores must be finite numbers (found NaN or infinity)")
+    if not np.isin(labels, (0, 1)).all():
+        raise DataError(f"labels must be 0 or 1 (found {sorted(set(np.unique(labels).tolist()) - {0, 1})[:5]})")
+    if len(labels) == 0:
+        raise DataError("nothing to compare: scores and labels are empty")
+    labels = labels.astype(np.int64)
+    if labels.min() == labels.max():
+        raise DataError(
+            f"ROC AUC needs both classes, but all {len(labels)} labels are {labels[0]}: "
+            "compare on rows with positives and negatives"
+        )
+    return challenger_scores, champion_scores, labels
 
 
 def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def _time(value: datetime) -> str:
+    """UTC to the minute (a naive time is shown as given)."""
+    if value.tzinfo is None:
+        return f"{value:%Y-%m-%d %H:%M}"
+    return f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
+from cicloml.estimation import Calibration
+from cicloml.gate import GateDecision
 from cicloml.models.preprocessing import FeatureSchema
 from cicloml.spec import LightningModelSpec, SklearnModelSpec
 
@@ -36,6 +38,17 @@ class Lineage(BaseModel):
     """Headline metrics on the test window."""
     library_versions: dict[str, str]
     code_revision: str
+    spec_fingerprint: str | None = None
+    """A hash of the settings that decide the model besides the data (`cicloml.retraining.spec_fingerprint`); None
+    in lineages written before it was recorded."""
+    calibration: Calibration | None = None
+    """How the model's scores map to probabilities, fitted on the validation split: what estimated performance
+    before labels rests on (`cicloml.estimation`); None in lineages written before it was fitted."""
+    training_settings: dict[str, Any] = Field(default_factory=dict)
+    """The training window and recency weighting the rows were chosen and weighted with."""
+    gate: GateDecision | None = None
+    """The promotion gate's decision with its evidence (the paired comparison on fresh rows); None in lineages
+    written before it was recorded."""
 
 
 def fingerprint_frame(frame: pd.DataFrame) -> str:
@@ -43,6 +56,11 @@ def fingerprint_frame(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def splits_fingerprint(splits: dict[str, pd.DataFrame]) -> str:
+    """The fingerprint of a training run's data: its splits in order, as `Lineage.data_fingerprint` records it."""
+    return fingerprint_frame(pd.concat(list(splits.values())))
 
 
 def library_versions() -> dict[str, str]:
@@ -73,6 +91,10 @@ def describe_training(
     threshold: float,
     metrics: dict[str, float | None],
     repo_dir: Path,
+    spec_fingerprint: str | None = None,
+    calibration: Calibration | None = None,
+    training_settings: dict[str, Any] | None = None,
+    gate: GateDecision | None = None,
 ) -> Lineage:
     """Collect a training run's lineage. `splits` maps train / validation / test to their frames."""
 
@@ -88,7 +110,7 @@ def describe_training(
         training_window=window(splits["train"]),
         test_window=window(splits["test"]),
         rows={name: len(frame) for name, frame in splits.items()},
-        data_fingerprint=fingerprint_frame(pd.concat(list(splits.values()))),
+        data_fingerprint=splits_fingerprint(splits),
         params={
             "spec": model_spec.model_dump(mode="json"),
             # What was actually fitted (after any search), in plain values.
@@ -98,6 +120,10 @@ def describe_training(
         metrics=metrics,
         library_versions=library_versions(),
         code_revision=code_revision(repo_dir),
+        spec_fingerprint=spec_fingerprint,
+        calibration=calibration,
+        training_settings=training_settings or {},
+        gate=gate,
     )
 
 

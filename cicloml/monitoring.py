@@ -1,7 +1,8 @@
 """Checking served traffic: which model versions served a window, and one version's window against its reference.
 
 `check_window` is the whole per-model drift check (load the reference, merge the window's segment files of every
-worker, compare, write the HTML report, count the window's logged predictions to hold against its profiled rows). It
+worker, compare, estimate the model's performance from the window's logged scores, write the HTML report, count the
+window's logged predictions to hold against its profiled rows). It
 takes its settings and spec as arguments rather than reading them, so it runs the same in the flow's process and on
 a Dask worker whose environment is not the flow's.
 """
@@ -9,10 +10,12 @@ a Dask worker whose environment is not the flow's.
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel
 
 from cicloml.drift import DriftReport, compare_profiles, write_html_report
-from cicloml.prediction_log import rows_disagreement, window_logged_rows
+from cicloml.estimation import estimate_performance
+from cicloml.prediction_log import rows_disagreement, window_logged_rows, window_scores
 from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
@@ -65,6 +68,13 @@ def check_window(
     logged = (
         window_logged_rows(settings.prediction_log_dir, model_tag, window_start) if settings.log_predictions else None
     )
+    if logged and model.lineage.calibration is not None:
+        # Sorted: the estimate draws labels row by row, so the same scores in any order give the same estimate.
+        scores = np.sort(window_scores(settings.prediction_log_dir, model_tag, window_start))
+        estimate = estimate_performance(scores, model.lineage.calibration, threshold=model.lineage.threshold)
+        report = report.model_copy(
+            update={"performance": estimate, "baseline_roc_auc": model.lineage.metrics.get("roc_auc")}
+        )
     return WindowCheck(
         report=report,
         rows=int(current.metadata.get("rows", 0)),

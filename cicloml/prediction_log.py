@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -190,6 +191,14 @@ def window_logged_rows(log_dir: Path, model_tag: str, window_start: datetime) ->
     from the Parquet footers (no rows are read); 0 without any."""
     paths = _finished(window_folder(log_dir, model_tag, window_start).glob(f"*{LOG_SUFFIX}"))
     return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+
+
+def window_scores(log_dir: Path, model_tag: str, window_start: datetime) -> np.ndarray:
+    """The scores `model_tag` logged in the window starting `window_start`, every worker's segments; empty without
+    any. What performance is estimated from before labels arrive (`cicloml.estimation`)."""
+    paths = sorted(_finished(window_folder(log_dir, model_tag, window_start).glob(f"*{LOG_SUFFIX}")))
+    columns = [pq.read_table(path, columns=["score"]).column("score").to_numpy() for path in paths]
+    return np.concatenate(columns).astype(float) if columns else np.empty(0)
 
 
 def rows_disagreement(profiled: int | None, logged: int | None) -> str | None:

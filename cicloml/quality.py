@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from cicloml.estimation import Calibration, PerformanceEstimate, estimate_performance
 from cicloml.evaluation import Metrics, evaluate_scores
 from cicloml.prediction_log import rows_disagreement
 from cicloml.spec import LabelsSpec, QualitySpec
@@ -32,6 +33,19 @@ class WindowQuality(BaseModel):
     judged: bool
     """Enough labels of both classes (`min_labels`) to hold the window against the model's baseline."""
     degraded: bool
+    estimate: PerformanceEstimate | None = None
+    """The performance estimated from the window's scores alone, as the drift check estimated it before labels
+    (the same scores and calibration give the same estimate); None without a calibration."""
+    concept_drift: bool = False
+    """Degraded, but the estimate did not foresee it: the scores looked as good as at training, the outcomes
+    changed. Probable concept drift, which only retraining on new labels fixes."""
+
+    @property
+    def estimate_gap(self) -> float | None:
+        """Realized minus estimated ROC AUC."""
+        if self.estimate is None or self.estimate.roc_auc is None or self.metrics is None:
+            return None
+        return None if self.metrics.roc_auc is None else self.metrics.roc_auc - self.estimate.roc_auc
 
     @property
     def rows_disagreement(self) -> str | None:
@@ -62,6 +76,8 @@ class QualityReport(BaseModel):
     def title(self) -> str:
         if not any(window.judged for window in self.windows):
             return "not enough labels yet"
+        if any(window.concept_drift for window in self.windows):
+            return "quality dropped: probable concept drift"
         return "quality dropped" if self.degraded else "quality held"
 
     def markdown(self) -> str:
@@ -72,16 +88,21 @@ class QualityReport(BaseModel):
             f"**{self.baseline_roc_auc:.3f}**; a window more than {self.max_drop} below it has degraded "
             f"(judged from {self.min_labels} labelled predictions).",
             "",
-            "| window (UTC) | predictions | labelled | ROC AUC | change | PR AUC | log loss | positives | verdict |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| window (UTC) | predictions | labelled | ROC AUC | change | estimated before labels | realized − "
+            "estimated | PR AUC | log loss | positives | verdict |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
         ]
         for window in self.windows:
             metrics = window.metrics
             auc = metrics.roc_auc if metrics else None
             verdict = "degraded" if window.degraded else ("ok" if window.judged else "too few labels")
+            if window.concept_drift:
+                verdict = "degraded, unforeseen: probable concept drift"
+            estimate = window.estimate.describe() if window.estimate else "–"
             lines.append(
                 f"| {window.window_start:%Y-%m-%d %H:%M:%S} | {window.predictions} | {window.labelled} "
                 f"| {_number(auc)} | {_number(None if auc is None else auc - self.baseline_roc_auc, signed=True)} "
+                f"| {estimate} | {_number(window.estimate_gap, signed=True)} "
                 f"| {_number(metrics.pr_auc if metrics else None)} | {_number(metrics.log_loss if metrics else None)} "
                 f"| {_number(metrics.positive_rate if metrics else None)} | {verdict} |"
             )
@@ -143,17 +164,26 @@ def assess_quality(
     threshold: float,
     spec: QualitySpec,
     known_by: datetime,
+    calibration: Calibration | None = None,
 ) -> QualityReport:
-    """Measure each window of `joined` (from `join_labels`) and judge it against the model's baseline ROC AUC."""
+    """Measure each window of `joined` (from `join_labels`) and judge it against the model's baseline ROC AUC; with
+    the model's `calibration`, hold each window's realized quality against its estimate from the scores alone."""
     windows = []
     for window_start, rows in joined.groupby("window_start", sort=True):
+        estimate = None
+        if calibration is not None:
+            # Sorted, as the drift check passes them: the same scores in any order give the same estimate.
+            scores = np.sort(rows["score"].to_numpy(dtype=float))
+            estimate = estimate_performance(scores, calibration, threshold=threshold)
         labelled = rows[rows[LABEL_COLUMN].notna()]
         metrics = None
         if len(labelled):
             scores, outcomes = labelled["score"].to_numpy(dtype=float), labelled[LABEL_COLUMN].to_numpy(dtype=np.int64)
             metrics = evaluate_scores(scores, outcomes, threshold=threshold).overall
         judged = metrics is not None and metrics.roc_auc is not None and len(labelled) >= spec.min_labels
-        degraded = judged and metrics.roc_auc < baseline_roc_auc - spec.max_drop
+        bar = baseline_roc_auc - spec.max_drop
+        degraded = judged and metrics.roc_auc < bar
+        foreseen = estimate is not None and estimate.roc_auc_interval is not None and estimate.roc_auc_interval[1] < bar
         windows.append(
             WindowQuality(
                 window_start=window_start.to_pydatetime(),
@@ -162,6 +192,8 @@ def assess_quality(
                 metrics=metrics,
                 judged=judged,
                 degraded=degraded,
+                estimate=estimate,
+                concept_drift=degraded and estimate is not None and not foreseen,
             )
         )
     return QualityReport(

@@ -114,6 +114,10 @@ class TrainingSpec(_Section):
     slices: list[str] = Field(default_factory=list)
     """Categorical features to report metrics per value of (the worst slice is called out)."""
     seed: int = 0
+    window_days: int | None = Field(None, ge=1)
+    """Train on the newest N days of labelled rows (counted back from the newest label's event time); None: all."""
+    recency_half_life_days: float | None = Field(None, gt=0.0)
+    """Weight training rows so a row this many days older than the newest counts half; None: equal weights."""
 
 
 class GatesSpec(_Section):
@@ -121,7 +125,13 @@ class GatesSpec(_Section):
     """Absolute floor a challenger must reach on the test window."""
     min_pr_auc: float = Field(0.0, ge=0.0, le=1.0)
     max_regression: float = Field(0.01, ge=0.0, le=1.0)
-    """How much worse than the champion (ROC AUC, same test window) a challenger may be and still win."""
+    """The paired bootstrap interval's lower bound of (challenger − champion) ROC AUC on the same fresh rows must
+    not fall below minus this: a challenger may not be plausibly worse by more."""
+    min_improvement: float = Field(0.005, ge=0.0, le=1.0)
+    """How much higher than the champion's a challenger's ROC AUC on the same fresh rows must be: a tie is not a
+    promotion."""
+    confidence: float = Field(0.9, gt=0.0, lt=1.0)
+    """The paired bootstrap interval's confidence."""
 
 
 class DriftSpec(_Section):
@@ -141,6 +151,10 @@ class DriftSpec(_Section):
     max_null_rate_increase: float = Field(0.1, ge=0.0, le=1.0)
     """A feature whose null rate rises more than this over training is a data-quality issue."""
     retrain_on_drift: bool = True
+    retrain_when: Literal["estimated_drop", "any_drift"] = "estimated_drop"
+    """estimated_drop: a drifted window asks for retraining only when its estimated ROC AUC (from its scores, before
+    labels) is more than `quality.max_drop` below the model's test-window value, beyond the estimate's uncertainty;
+    any_drift: every drifted window asks."""
 
 
 class QualitySpec(_Section):
@@ -153,6 +167,14 @@ class QualitySpec(_Section):
     match_within_hours: float = Field(24.0, gt=0.0)
     """A label belongs to a prediction for the same entity scored within this long of the label's event time."""
     retrain_on_drop: bool = True
+
+
+class RetrainingSpec(_Section):
+    """When a requested retraining may fit a model."""
+
+    min_new_labels: int = Field(200, ge=1)
+    """Labelled rows newer than the champion's training data a retraining needs; a request with fewer waits
+    (pending) until the quality check finds that many matured."""
 
 
 class SchedulesSpec(_Section):
@@ -182,6 +204,7 @@ class ProjectSpec(_Section):
     gates: GatesSpec = GatesSpec()
     drift: DriftSpec = DriftSpec()
     quality: QualitySpec = QualitySpec()
+    retraining: RetrainingSpec = RetrainingSpec()
     schedules: SchedulesSpec = SchedulesSpec()
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from cicloml.errors import ConfigError, DataError
+from cicloml.estimation import Calibration, fit_calibration
 from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
 from cicloml.models.inputs import encode_frame, learn_vector_widths
 from cicloml.models.preprocessing import FeatureSchema
@@ -26,7 +27,7 @@ class TimeSplit:
 def split_by_time(
     frame: pd.DataFrame, time_column: str, *, validation_fraction: float, test_fraction: float
 ) -> TimeSplit:
-    """The newest rows (at least `test_fraction` of them) test, the ones before (at least `validation_fraction`)
+    """The newest rows (at least `test_fraction` of them) test, the ones before (at least `validation_fraction` more)
     validate, the rest train. Rows sharing a timestamp stay together, so no moment is in two splits and nothing
     from the future is trained on."""
     times = frame[time_column]
@@ -38,7 +39,9 @@ def split_by_time(
         return times >= share_from.index[share_from >= share][-1]
 
     in_test = newest_holding(test_fraction)
-    in_validation_or_test = newest_holding(test_fraction + validation_fraction)
+    # Validation holds its share of rows beyond what the test split took (a newest moment may hold more than its
+    # share): with few distinct moments, e.g. a day's labels sharing one timestamp, it is not swallowed by the test.
+    in_validation_or_test = newest_holding(min(1.0, in_test.mean() + validation_fraction))
     split = TimeSplit(
         train=frame[~in_validation_or_test],
         validation=frame[in_validation_or_test & ~in_test],
@@ -53,6 +56,36 @@ def split_by_time(
     return split
 
 
+def select_training_window(frame: pd.DataFrame, time_column: str, window_days: int | None) -> pd.DataFrame:
+    """The rows whose `time_column` lies within `window_days` days of the newest row's (all rows for None): the
+    window follows the data, not the clock, so a pause in labelling does not empty it. A row exactly `window_days`
+    days older than the newest is kept."""
+    if window_days is None:
+        return frame
+    if window_days < 1:
+        raise ConfigError(f"training.window_days is {window_days}; pass a whole number of days, at least 1")
+    if time_column not in frame.columns:
+        raise DataError(f"the training frame has no {time_column} column to select a training window by")
+    times = frame[time_column]
+    return frame[times >= times.max() - pd.Timedelta(days=window_days)]
+
+
+def recency_weights(times: pd.Series, half_life_days: float | None) -> np.ndarray | None:
+    """Per-row weight 0.5 ** (age_days / half_life) with age from the newest time, normalised to mean 1; None for
+    None (equal weights)."""
+    if half_life_days is None:
+        return None
+    if half_life_days <= 0:
+        raise ConfigError(f"training.recency_half_life_days is {half_life_days}; pass a positive number of days")
+    if times.isna().any():
+        raise DataError(f"{times.isna().sum()} row(s) have no {times.name or 'time'} to weight by recency")
+    if times.empty:
+        return np.ones(0)
+    age_days = ((times.max() - times) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
+    weights = 0.5 ** (age_days / half_life_days)  # the newest row weighs 1, so the sum is at least 1
+    return weights / weights.mean()
+
+
 def encode_training_frame(
     frame: pd.DataFrame, schema: FeatureSchema, time_column: str
 ) -> tuple[pd.DataFrame, FeatureSchema]:
@@ -64,9 +97,27 @@ def encode_training_frame(
 
 
 def fit_model(
-    train_frame: pd.DataFrame, label: str, schema: FeatureSchema, spec: SklearnModelSpec | LightningModelSpec, seed: int
+    train_frame: pd.DataFrame,
+    label: str,
+    schema: FeatureSchema,
+    spec: SklearnModelSpec | LightningModelSpec,
+    seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> Pipeline:
-    """Fit the spec's model family on `train_frame` (rows in time order); return the fitted pipeline."""
+    """Fit the spec's model family on `train_frame` (rows in time order), each row counting in proportion to its
+    `sample_weight` (one finite, non-negative weight per row; None: equal weights); return the fitted pipeline.
+
+    The weights, scaled to mean 1, reach the estimator's fit (`classifier__sample_weight`); a search slices them
+    with the rows of each time-series split and refits the best pipeline with all of them (its candidates' ROC AUC
+    is unweighted). Equal weights are no weights: the fit is then exactly the unweighted one (a random forest given
+    weights, even equal ones, draws its bootstrap samples differently)."""
+    from cicloml.models.sklearn import check_sample_weight
+
+    fit_params = {}
+    if sample_weight is not None:
+        weights = check_sample_weight(sample_weight, len(train_frame))
+        if not (weights == weights[0]).all():
+            fit_params["classifier__sample_weight"] = weights / weights.mean()
     if isinstance(spec, LightningModelSpec):
         # Imported here: torch takes seconds to import, and the sklearn family never needs it.
         from cicloml.models.lightning import build_lightning_pipeline
@@ -76,7 +127,7 @@ def fit_model(
         from cicloml.models.sklearn import build_sklearn_pipeline
 
         pipeline = build_sklearn_pipeline(schema, spec, seed)
-    fitted = pipeline.fit(train_frame[schema.features], train_frame[label].astype(int))
+    fitted = pipeline.fit(train_frame[schema.features], train_frame[label].astype(int), **fit_params)
     return getattr(fitted, "best_estimator_", fitted)  # a search refits the best pipeline on all rows
 
 
@@ -130,16 +181,23 @@ def tune_threshold(model: Pipeline, validation_frame: pd.DataFrame, schema: Feat
     return choose_threshold(score(model, validation_frame, schema), validation_frame[label].to_numpy())
 
 
+def calibrate_scores(
+    model: Pipeline, validation_frame: pd.DataFrame, schema: FeatureSchema, label: str, *, seed: int
+) -> Calibration:
+    """How the model's scores map to probabilities, fitted on the validation split (out of sample, as live scores
+    are): what estimating performance before labels rests on (`cicloml.estimation`)."""
+    return fit_calibration(score(model, validation_frame, schema), validation_frame[label].to_numpy(), seed=seed)
+
+
 def evaluate_champion(
     registry: ModelRegistry, frame: pd.DataFrame, label: str, *, slices: list[str]
-) -> tuple[str, EvalReport] | None:
-    """The current champion's report on `frame` (the challenger's test window), with its own threshold."""
+) -> tuple[str, Evaluation] | None:
+    """The current champion's evaluation on `frame` (the challenger's test window), with its own threshold."""
     tag = registry.champion()
     if tag is None:
         return None
     champion = registry.load(tag)
     features = champion.lineage.features
-    evaluation = evaluate_model(
+    return tag, evaluate_model(
         champion.pipeline, frame, features, label, threshold=champion.lineage.threshold, slices=slices
     )
-    return tag, evaluation.report

@@ -2,7 +2,9 @@
 
 Drift says the inputs moved; labels say whether the model got worse. A window whose ROC AUC fell more than the spec
 allows below the model's own (on its test window, at training) is alerted in Slack once and requests retraining
-once, like a drifted window.
+once. Each window's realized quality is held against the estimate its scores gave before labels: a drop the estimate
+did not foresee is named probable concept drift. Retraining requests that found no labels to learn from wait; this
+check starts them again once enough labels have matured.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -13,6 +15,7 @@ from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, quality_message, send_once
 from cicloml.errors import ConfigError
+from cicloml.estimation import PerformanceEstimate
 from cicloml.prediction_log import read_prediction_log
 from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import QualityReport, assess_quality, join_labels
@@ -21,7 +24,7 @@ from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from cicloml.training import read_labels
 from flows.local import run_locally
-from flows.retraining import request_retraining
+from flows.retraining import reconsider_pending, request_retraining
 from flows.runs import flow_run_url
 
 
@@ -55,6 +58,12 @@ class CheckQualityResult(BaseModel):
     """Per degraded window: "sent", "already_sent" or "no_webhook"."""
     retrain: str
     """For the newest degraded window: "requested", "ran", "already_requested", "off" or "none"."""
+    estimates: dict[datetime, PerformanceEstimate | None] = {}
+    """Every window's performance as estimated from its scores before labels (None without a calibration)."""
+    concept_drift_windows: list[datetime] = []
+    """Degraded windows whose drop the estimate did not foresee: probable concept drift."""
+    restarted_requests: list[str] = []
+    """Waiting retraining requests (model@window) started again because their labels have matured."""
 
 
 @task
@@ -82,6 +91,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
         threshold=lineage.threshold,
         spec=spec.quality,
         known_by=known_by,
+        calibration=lineage.calibration,
     )
     if not settings.profile_traffic:
         return report
@@ -132,9 +142,10 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         if not spec.quality.retrain_on_drop:
             retrain = "off"
         else:
+            assert newest.metrics is not None and newest.metrics.roc_auc is not None, "a degraded window was judged"
             reason = (
-                f"live ROC AUC of {model_tag} fell to {newest.metrics.roc_auc:.3f} "
-                f"({report.baseline_roc_auc:.3f} at training)"
+                f"{'probable concept drift: ' if newest.concept_drift else ''}live ROC AUC of {model_tag} fell to "
+                f"{newest.metrics.roc_auc:.3f} ({report.baseline_roc_auc:.3f} at training)"
             )
             retrain = request_retraining(
                 model_tag,
@@ -142,7 +153,10 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
                 reason,
                 check="quality",
                 in_process=params.retrain_in_process,
+                as_of=known_by,
             )
+    # Requests that found no labels to learn from wait for them: start those whose labels have matured.
+    restarted = reconsider_pending(spec, known_by, in_process=params.retrain_in_process)
     return CheckQualityResult(
         model_tag=model_tag,
         baseline_roc_auc=report.baseline_roc_auc,
@@ -158,6 +172,9 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         rows_differ=[window.window_start for window in report.windows if window.rows_disagreement],
         alerts=alerts,
         retrain=retrain,
+        estimates={window.window_start: window.estimate for window in report.windows},
+        concept_drift_windows=[window.window_start for window in report.windows if window.concept_drift],
+        restarted_requests=[request.key for request in restarted],
     )
 
 

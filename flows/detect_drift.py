@@ -1,9 +1,11 @@
 """detect-drift: one window of live traffic against the champion's training reference → report → Slack → retrain.
 
 The service writes whylogs profiles of its traffic per worker and window (`cicloml.traffic`); this merges a
-window's profiles, scores every feature against the reference profile saved with the model, and on drift alerts
-Slack once per model and window and asks for retraining: a `cicloml.drift.detected` event for the `retrain/on-drift`
-deployment's trigger, or, with no Prefect server to react to it (the embedded demo), the retrain flow directly.
+window's profiles, scores every feature against the reference profile saved with the model, estimates the model's
+performance from the window's logged scores, and on drift alerts Slack once per model and window. Drift asks for
+retraining only when its estimated impact says the model got worse (`drift.retrain_when`): a
+`cicloml.drift.detected` event for the `retrain/on-drift` deployment's trigger, or, with no Prefect server to react
+to it (the embedded demo), the retrain flow directly.
 
 detect-drift-all does the same for every model version that served a window (a switch, a canary, a shadow model):
 the per-version checks run in parallel on the configured task runner (`flows/runners.py`), the alerts and
@@ -17,10 +19,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, drift_message, send_once
+from cicloml.drift import DriftReport
 from cicloml.errors import ConfigError
+from cicloml.estimation import PerformanceEstimate
 from cicloml.monitoring import WindowCheck, versions_with_traffic
 from cicloml.profiling import newest_finished_window
 from cicloml.registry import ModelRegistry
+from cicloml.retraining import Impact, estimated_impact
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import ProjectSpec, load_spec
 from flows import tasks
@@ -62,8 +67,12 @@ class DetectDriftResult(BaseModel):
     alert: str
     """"sent", "already_sent", "no_webhook" (logged and kept as an artifact instead), or "none" (no drift)."""
     retrain: str
-    """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "off" (also for
-    skew) or "none"."""
+    """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "held" (drift whose
+    estimated impact holds: see `retrain_reason`), "off" (also for skew) or "none"."""
+    retrain_reason: str | None = None
+    """Why retraining was or was not asked for a drifted window, with the estimated impact."""
+    performance: PerformanceEstimate | None = None
+    """The model's performance estimated from the window's logged scores, before labels."""
 
 
 @flow(name="detect-drift")
@@ -137,22 +146,26 @@ def act_on_check(
         ", ".join(report.drifted_features) or "none",
     )
 
-    alert, retraining = "none", "none"
+    alert, retraining, why = "none", "none", None
     if report.drifted:
-        message = drift_message(report, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri())
+        retraining, why = "off", _retraining_policy(report, spec)
+        if why.retrain:
+            reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
+            details = {"drifted_features": report.drifted_features, "impact": why.reason}
+            retraining = request_retraining(
+                model_tag, window_start, reason, details, check=report.check, in_process=retrain_in_process
+            )
+        elif report.check == "drift" and spec.drift.retrain_on_drift:
+            retraining = "held"
+        message = drift_message(
+            report, retraining=why.reason, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri()
+        )
         key = alert_key(model_tag, window_start)
         alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
         if alert == "no_webhook":
             logger.warning("drift alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
             create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
-        # Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it.
-        retraining = "off"
-        if spec.drift.retrain_on_drift and report.check == "drift":
-            reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
-            details = {"drifted_features": report.drifted_features}
-            retraining = request_retraining(
-                model_tag, window_start, reason, details, check=report.check, in_process=retrain_in_process
-            )
+        logger.info("retraining: %s (%s)", retraining, why.reason)
     return DetectDriftResult(
         model_tag=model_tag,
         window_start=window_start,
@@ -168,7 +181,21 @@ def act_on_check(
         report_path=str(check.report_path),
         alert=alert,
         retrain=retraining,
+        retrain_reason=why.reason if why else None,
+        performance=report.performance,
     )
+
+
+def _retraining_policy(report: DriftReport, spec: ProjectSpec) -> Impact:
+    """Whether a drifted window asks for retraining (`drift.retrain_when`), and why, for the alert and the result.
+    Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it."""
+    if report.check == "skew":
+        return Impact(retrain=False, reason="training/serving skew: retraining on the same pipeline would not fix it")
+    if not spec.drift.retrain_on_drift:
+        return Impact(retrain=False, reason="drift.retrain_on_drift is off")
+    if spec.drift.retrain_when == "any_drift":
+        return Impact(retrain=True, reason="drift.retrain_when: any_drift")
+    return estimated_impact(report.performance, report.baseline_roc_auc, spec.quality.max_drop)
 
 
 def _summary(checks: list[WindowCheck]) -> str:

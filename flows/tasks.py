@@ -28,6 +28,7 @@ encode_training_frame = _step(training.encode_training_frame)
 validate_training_frame = _step(checks.validate_training_frame)
 fit_model = _step(spread_joblib(training.fit_model))  # on the Dask runner, a search's candidates run on the cluster
 tune_threshold = _step(training.tune_threshold)
+calibrate_scores = _step(training.calibrate_scores)
 evaluate_model = _step(training.evaluate_model)
 evaluate_champion = _step(training.evaluate_champion)
 render_evaluation = task(name="render-evaluation", cache_policy=NO_CACHE)(training.Evaluation.markdown)

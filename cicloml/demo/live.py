@@ -23,7 +23,8 @@ import httpx
 from pydantic import SecretStr
 
 from cicloml.bento import bentoml_environment
-from cicloml.profiling import window_folder
+from cicloml.prediction_log import window_logged_rows
+from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.serving import free_port, serving_state_file
 from cicloml.settings import Settings
 
@@ -174,6 +175,44 @@ def send_traffic(url: str, entities: Sequence[Any], *, per_request: int = 10, cl
     return TrafficSent(requests=len(chunks), failed_requests=failed, scored=scored, model_tags=dict(tags))
 
 
+class SteadyTraffic:
+    """One client sending `/predict` requests for `entities` (ten ids a request) back to back until the block ends:
+    what a model switch must serve without a failed request. `sent` counts them once the block has ended."""
+
+    def __init__(self, url: str, entities: Sequence[Any], *, per_request: int = 10) -> None:
+        self._url, self._chunk = url, list(entities[:per_request])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._counts = Counter[str]()
+        self.sent = TrafficSent(requests=0, failed_requests=0, scored=0, model_tags={})
+
+    def __enter__(self) -> "SteadyTraffic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        requests = failed = scored = 0
+        with httpx.Client(base_url=self._url, timeout=30) as session:
+            while not self._stop.wait(0.05):  # a steady trickle, not a load test
+                requests += 1
+                try:
+                    response = session.post("/predict", json={"entity_ids": self._chunk})
+                except httpx.HTTPError:
+                    failed += 1
+                    continue
+                if response.status_code != 200:
+                    failed += 1
+                    continue
+                answered = [row["model_tag"] for row in response.json() if row["status"] == "ok"]
+                scored += len(answered)
+                self._counts.update(answered)
+        self.sent = TrafficSent(requests=requests, failed_requests=failed, scored=scored, model_tags=dict(self._counts))
+
+
 def fresh_window(window_seconds: int, needed_s: float) -> datetime:
     """The start of the traffic window to send into: the current one if `needed_s` still fit in it, else the next
     (after waiting for it), so that one batch of traffic lands in one window."""
@@ -185,13 +224,28 @@ def fresh_window(window_seconds: int, needed_s: float) -> datetime:
     return datetime.fromtimestamp(start, timezone.utc)
 
 
-def wait_for_window(settings: Settings, model_tag: str, window_start: datetime, timeout_s: float) -> None:
-    """Block until the window has ended and the service's workers have written its traffic profile."""
+def wait_for_window(
+    settings: Settings, model_tag: str, window_start: datetime, timeout_s: float, *, rows: int | None = None
+) -> None:
+    """Block until the window has ended and the service's workers have written its traffic profile, and with `rows`
+    (the entities the window scored) until every worker's records of them are written: the profiles and, when
+    predictions are logged, the prediction log hold all `rows`."""
     end = window_start.timestamp() + settings.profile_window_seconds
     time.sleep(max(0.0, end - time.time()))
     folder = window_folder(settings.profiles_dir, model_tag, window_start)
+
+    def written() -> bool:
+        if rows is None:
+            return any(folder.glob("*.bin"))
+        logged = (
+            window_logged_rows(settings.prediction_log_dir, model_tag, window_start)
+            if settings.log_predictions
+            else rows
+        )
+        return window_profiled_rows(folder) >= rows and logged >= rows
+
     deadline = time.monotonic() + timeout_s
-    while not any(folder.glob("*.bin")):
+    while not written():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no traffic profile in {folder} {timeout_s:.0f} s after the window ended")
+            raise TimeoutError(f"traffic records in {folder} incomplete {timeout_s:.0f} s after the window ended")
         time.sleep(0.25)

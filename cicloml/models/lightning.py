@@ -22,10 +22,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor, nn
+from torch.nn import functional
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
-from cicloml.errors import ConfigError
+from cicloml.errors import ConfigError, DataError
 from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
+from cicloml.models.sklearn import check_sample_weight
 
 # Rows scored per forward pass in predict_proba: bounds memory when batch-scoring a large frame.
 _PREDICT_CHUNK_ROWS = 65_536
@@ -49,7 +51,9 @@ class TabularNet(nn.Module):
 
 
 class TabularClassifierModule(pl.LightningModule):
-    """Trains a network that outputs one logit per row with binary cross-entropy and Adam."""
+    """Trains a network that outputs one logit per row with binary cross-entropy and Adam. A batch is (features,
+    target) or (features, target, weight): with weights, each row's loss is multiplied by its weight before the
+    batch mean, in training and validation alike."""
 
     def __init__(self, network: nn.Module, learning_rate: float, weight_decay: float) -> None:
         super().__init__()
@@ -61,15 +65,23 @@ class TabularClassifierModule(pl.LightningModule):
     def forward(self, features: Tensor) -> Tensor:
         return self.network(features)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        features, target = batch
-        loss = self.loss(self(features), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(target))
+    def batch_loss(self, batch: Sequence[Tensor]) -> Tensor:
+        """The batch's mean binary cross-entropy, each row's weighted by its weight if the batch has weights."""
+        features, target, *weight = batch
+        if not weight:
+            return self.loss(self(features), target)
+        # The mean of weight × loss, not their ratio of sums: a batch of rows weighted near zero then teaches
+        # near nothing, as it should, and Lightning's epoch mean of batch means (by batch size) is the weighted
+        # mean over all rows, up to the constant mean weight.
+        return functional.binary_cross_entropy_with_logits(self(features), target, weight=weight[0])
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        loss = self.batch_loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[1]))
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        features, target = batch
-        self.log("val_loss", self.loss(self(features), target), on_epoch=True, batch_size=len(target))
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self.log("val_loss", self.batch_loss(batch), on_epoch=True, batch_size=len(batch[1]))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(
@@ -79,10 +91,17 @@ class TabularClassifierModule(pl.LightningModule):
 
 class TabularDataModule(pl.LightningDataModule):
     """Training and validation batches from in-memory arrays; the validation rows are the last
-    `validation_fraction` of the rows, so with rows in time order the model is validated on its most recent data."""
+    `validation_fraction` of the rows, so with rows in time order the model is validated on its most recent data.
+    With `weights` (one per row), each batch carries its rows' weights as a third tensor."""
 
     def __init__(
-        self, features: np.ndarray, target: np.ndarray, validation_fraction: float, batch_size: int, seed: int
+        self,
+        features: np.ndarray,
+        target: np.ndarray,
+        validation_fraction: float,
+        batch_size: int,
+        seed: int,
+        weights: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         n_validation = round(len(features) * validation_fraction)
@@ -92,9 +111,18 @@ class TabularDataModule(pl.LightningDataModule):
                 "validation rows; pass a fraction between 0 and 1 and enough rows for both"
             )
         n_train = len(features) - n_validation
-        features_tensor, target_tensor = torch.from_numpy(features), torch.from_numpy(target)
-        self.train_set = TensorDataset(features_tensor[:n_train], target_tensor[:n_train])
-        self.validation_set = TensorDataset(features_tensor[n_train:], target_tensor[n_train:])
+        tensors = [torch.from_numpy(features), torch.from_numpy(target)]
+        if weights is not None:
+            for part, rows in (("training", weights[:n_train]), ("validation", weights[n_train:])):
+                if not rows.any():
+                    raise DataError(
+                        f"all {len(rows)} {part} rows have weight zero (the validation rows are the last "
+                        f"validation_fraction={validation_fraction} of the rows): there is nothing to "
+                        f"{'learn from' if part == 'training' else 'stop early on'}"
+                    )
+            tensors.append(torch.from_numpy(np.asarray(weights, dtype=np.float32)))
+        self.train_set = TensorDataset(*(tensor[:n_train] for tensor in tensors))
+        self.validation_set = TensorDataset(*(tensor[n_train:] for tensor in tensors))
         self.batch_size = batch_size
         self.seed = seed
 
@@ -185,14 +213,23 @@ class LightningClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.seed = seed
 
-    def fit(self, X: Any, y: Any) -> Self:
-        """Train until the validation loss stops improving for `patience` epochs (or `max_epochs`)."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Self:
+        """Train until the validation loss stops improving for `patience` epochs (or `max_epochs`). With
+        `sample_weight` (one finite, non-negative weight per row), each row's binary cross-entropy counts in
+        proportion to its weight, in the training loss and in the validation loss that early stopping and the
+        best epoch go by; the weights are scaled to mean 1, so only their ratios matter."""
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) != 2:
             raise ValueError(f"LightningClassifier is binary; y has {len(self.classes_)} classes: {self.classes_}")
-        data = TabularDataModule(X, encoded.astype(np.float32), self.validation_fraction, self.batch_size, self.seed)
+        weights = None
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, len(X))
+            weights = weights / weights.mean()
+        data = TabularDataModule(
+            X, encoded.astype(np.float32), self.validation_fraction, self.batch_size, self.seed, weights=weights
+        )
         best = _BestWeights()
         with _training_scope(self.seed):
             trainer = pl.Trainer(

@@ -2,12 +2,14 @@
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RandomizedSearchCV, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
+from cicloml.errors import DataError
 from cicloml.models.preprocessing import FeatureSchema, build_preprocessor
 
 if TYPE_CHECKING:  # the spec validates its parameters with this module, so no import at run time
@@ -45,3 +47,20 @@ def build_sklearn_pipeline(schema: FeatureSchema, spec: "SklearnModelSpec", seed
 def unknown_params(estimator: str, names: set[str]) -> list[str]:
     """The names in `names` that the estimator does not take."""
     return sorted(names - set(ESTIMATORS[estimator]().get_params()))
+
+
+def check_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray:
+    """`sample_weight` as a float64 vector of one weight per row (both model families train with it); a DataError
+    unless it has `n_rows` finite, non-negative weights, not all zero."""
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_rows,):
+        raise DataError(f"sample_weight has shape {weights.shape}; pass one weight per training row ({n_rows},)")
+    bad = ~np.isfinite(weights)
+    if bad.any():
+        raise DataError(f"sample_weight has {bad.sum()} NaN or infinite weight(s) (first at row {bad.argmax()})")
+    negative = weights < 0
+    if negative.any():
+        raise DataError(f"sample_weight has {negative.sum()} negative weight(s) (first at row {negative.argmax()})")
+    if not weights.any():
+        raise DataError(f"sample_weight is zero for all {n_rows} rows: nothing would be learned from")
+    return weights

@@ -16,7 +16,7 @@ from cicloml.cli import main
 from cicloml.demo.live import ServeProcess, fresh_window, send_traffic, wait_for_window
 from cicloml.prediction_log import read_prediction_log
 from cicloml.registry import ModelRegistry
-from cicloml.spec import LightningModelSpec
+from cicloml.spec import LightningModelSpec, SklearnModelSpec
 from flows.build_bento import BuildBentoParams, build_bento
 from flows.detect_drift import DetectDriftParams, detect_drift
 from flows.materialize_features import MaterializeParams, materialize_features
@@ -60,12 +60,20 @@ def test_a_repository_cicloml_did_not_write_goes_the_whole_way(tmp_path: Path) -
         assert main(["apply"]) == 0 and main(["check"]) == 0
         spec = yaml.safe_load(project.spec_path.read_text())
         name = spec["name"]
+        # This user retrains on every drift rather than on its estimated impact (drift.retrain_when), and trains a
+        # logistic regression (the clicks follow a logistic model of the features: it beats gradient boosting here).
+        spec.setdefault("drift", {})["retrain_when"] = "any_drift"
+        spec["model"] = {"family": "sklearn", "estimator": "logistic_regression"}
+        project.spec_path.write_text(yaml.safe_dump(spec))
 
         # Materialize (no demo data asked for: the repository's own sources), train both families.
         materialized = materialize_features(MaterializeParams())
         assert {view.view for view in materialized.views} == {"user_profile", "item_stats", "user_item_activity"}
         assert not settings.data_dir.exists()  # nothing of the churn demo's written
-        first = train(TrainParams(as_of=END - timedelta(days=3)))
+        # A first champion of another model than the spec's, shallow trees: the retraining below, on three more days
+        # of labels and the spec's model, has something to beat on the rows neither trained on.
+        shallow = SklearnModelSpec(params={"max_iter": 20, "max_depth": 2, "learning_rate": 0.1})
+        first = train(TrainParams(as_of=END - timedelta(days=3), model=shallow))
         assert first.promoted and first.tag.startswith(f"{name}:")
         lightning = train(
             TrainParams(
@@ -158,10 +166,12 @@ def test_a_repository_cicloml_did_not_write_goes_the_whole_way(tmp_path: Path) -
             found = detect_drift(DetectDriftParams(window_start=drifted, retrain_in_process=True))
             assert found.check == "drift" and found.drifted
             assert {"discounted_price", "evening"} <= set(found.drifted_features)
-            assert found.retrain == "ran"
+            assert found.retrain == "ran" and found.retrain_reason == "drift.retrain_when: any_drift"
 
             newest = registry.champion()
             assert newest != champion and registry.versions()[-1].tag == newest
+            gate = registry.lineage(newest).gate
+            assert gate.comparison.difference >= 0.005 and gate.comparison.interval[0] >= -0.01, gate.reasons
             server.wait_serving(newest, timeout_s=240)
             after = httpx.post(f"{server.url}/predict", json={"entities": entities(pairs[:5])}, timeout=30).json()
             assert {row["model_tag"] for row in after} == {newest}

@@ -1,4 +1,5 @@
-"""The train flow under Prefect: the gate promotes a better challenger, rejects a worse one, and rollback works."""
+"""The train flow under Prefect: the gate promotes a better challenger, rejects a worse one, trains nothing on the
+champion's own data and settings, and rollback works."""
 
 from datetime import datetime, timezone
 
@@ -15,13 +16,13 @@ from flows.train import TrainParams, train
 from tests.conftest import ciclo_environment
 
 END = datetime(2026, 11, 1, 6, tzinfo=timezone.utc)
-WEAK = SklearnModelSpec(params={"max_iter": 10, "max_depth": 2, "learning_rate": 0.1})
+WEAK = SklearnModelSpec(params={"max_iter": 5, "max_depth": 1, "learning_rate": 0.1})
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     with ciclo_environment(tmp_path_factory.mktemp("train")) as settings:
-        materialize_features(MaterializeParams(end=END, generate_demo_data=True, demo_customers=700, demo_days=90))
+        materialize_features(MaterializeParams(end=END, generate_demo_data=True, demo_customers=1500, demo_days=90))
         yield settings
 
 
@@ -41,12 +42,26 @@ def test_a_better_challenger_is_promoted_and_rollback_restores_the_previous_cham
     assert second.promoted, second.decision.reasons
     assert second.decision.champion_tag == first.tag
     assert second.decision.challenger.roc_auc > second.decision.champion.roc_auc
+    # Judged on the same test rows, which the weak champion did not train on either, with a paired interval.
+    comparison = second.decision.comparison
+    assert comparison.rows == second.decision.challenger.rows and comparison.interval[0] > 0
+    assert registry.lineage(second.tag).gate == second.decision
+    assert registry.lineage(second.tag).calibration is not None
     assert registry.champion() == second.tag
     assert "| roc_auc |" in artifact("promotion-gate") and "data:image/png;base64," in artifact("evaluation")
 
     assert registry.rollback() == first.tag
     assert registry.champion() == first.tag
     registry.promote(second.tag)
+
+
+def test_the_champions_own_data_and_settings_train_nothing(settings):
+    registry = ModelRegistry(settings, "churn")
+    champion, versions = registry.champion(), registry.versions()
+    again = train(TrainParams(as_of=END))  # the champion's spec, the same labels
+    assert (again.tag, again.promoted, again.decision) == (None, False, None)
+    assert "the same data as the champion" in again.skipped and again.freshness.champion_tag == champion
+    assert registry.versions() == versions and registry.champion() == champion
 
 
 def test_a_challenger_trained_on_shuffled_labels_is_rejected_and_never_champion(settings):

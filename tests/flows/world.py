@@ -4,6 +4,7 @@ from datetime import datetime
 
 from cicloml.demo.churn import DemoTables, Scenario, generate_churn_data, generate_traffic, served_features
 from cicloml.models.row_scorer import row_scoring
+from cicloml.prediction_log import PredictionLog
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 from cicloml.traffic import TrafficProfiler
@@ -22,7 +23,7 @@ def world_with_champion(end: datetime, customers: int, days: int) -> tuple[str, 
 def serve_window(
     settings: Settings, model_tag: str, history: DemoTables, scenario: Scenario, window_start: datetime
 ) -> int:
-    """Profile one window of served traffic as the service's workers would (two workers' files)."""
+    """Profile and log one window of served traffic as the service's workers would (two workers' files)."""
     registry = ModelRegistry(settings, "churn")
     model = registry.load(model_tag)
     features = served_features(history, generate_traffic(history, window_start, scenario=scenario))
@@ -35,4 +36,7 @@ def serve_window(
         )
         profiler.record(columns, scores)
         profiler.close()
+        log = PredictionLog(settings.prediction_log_dir, model_tag, worker, clock=lambda: window_start.timestamp() + 60)
+        log.record({"customer_id": part["customer_id"].tolist()}, scores)
+        log.close()
     return len(features)

@@ -9,7 +9,14 @@ from cicloml.contract import FeatureContract
 from cicloml.demo.churn import write_churn_data
 from cicloml.feature_store import apply_repo, feature_schema, fetch_training_frame, materialize, open_store
 from cicloml.spec import LightningModelSpec, SearchSpec, SklearnModelSpec, load_spec
-from cicloml.training import evaluate_model, fit_model, read_labels, split_by_time, tune_threshold
+from cicloml.training import (
+    evaluate_model,
+    fit_model,
+    read_labels,
+    recency_weights,
+    split_by_time,
+    tune_threshold,
+)
 from tests.conftest import FEATURE_REPO, ROOT, ciclo_environment
 
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -39,9 +46,10 @@ def data(tmp_path_factory):
     return split, schema
 
 
-def train_and_evaluate(data, family: str, seed: int):
+def train_and_evaluate(data, family: str, seed: int, half_life_days: float | None = None):
     split, schema = data
-    model = fit_model(split.train, "churned", schema, FAMILIES[family], seed)
+    weights = recency_weights(split.train["event_timestamp"], half_life_days)
+    model = fit_model(split.train, "churned", schema, FAMILIES[family], seed, sample_weight=weights)
     threshold = tune_threshold(model, split.validation, schema, "churned")
     return evaluate_model(model, split.test, schema, "churned", threshold=threshold, slices=["region"])
 
@@ -60,6 +68,14 @@ def test_same_seed_and_data_give_the_same_metrics(data, family):
     first, again = train_and_evaluate(data, family, seed=5), train_and_evaluate(data, family, seed=5)
     np.testing.assert_array_equal(first.scores, again.scores)
     assert first.report == again.report
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recency_weights_reach_each_family_and_it_still_learns(data, family):
+    unweighted = train_and_evaluate(data, family, seed=0)
+    weighted = train_and_evaluate(data, family, seed=0, half_life_days=14.0)
+    assert not np.array_equal(weighted.scores, unweighted.scores)
+    assert weighted.report.overall.roc_auc > 0.70
 
 
 def test_a_randomized_search_over_time_series_splits_refits_the_best_pipeline(data):

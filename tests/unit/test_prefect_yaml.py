@@ -44,5 +44,13 @@ def test_retraining_is_triggered_by_the_drift_event_once_per_model_and_window_on
     # flows/retraining.py sends the model as the resource and the window as a related resource with this role.
     assert trigger.for_each == {"prefect.resource.id", "related:window:prefect.resource.id"}
     assert (trigger.posture, trigger.threshold) == ("Reactive", 1) and trigger.within >= timedelta(days=1)
-    assert trigger.parameters == {"params": {"reason": "{{ event.payload.reason }}"}}
+    # The run knows which model and window asked, so a retraining with nothing new to learn from can wait for them.
+    assert trigger.parameters == {
+        "params": {
+            "reason": "{{ event.payload.reason }}",
+            "check": "{{ event.payload.check }}",
+            "model_tag": "{{ event.resource.name }}",
+            "window_start": "{{ event.payload.window_start }}",
+        }
+    }
     assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}

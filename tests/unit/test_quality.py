@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cicloml.estimation import Calibration
 from cicloml.prediction_log import PredictionLog, rows_disagreement, window_logged_rows
 from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import assess_quality, join_labels
@@ -159,3 +160,34 @@ def test_a_window_whose_profiles_and_prediction_log_count_different_rows_is_repo
     report.windows[0].profiled_rows = profiled
     assert report.windows[0].rows_disagreement == rows_disagreement(4, 3)
     assert f"- Window 2026-11-01 10:00:00: {rows_disagreement(4, 3)}" in report.markdown()
+
+
+def test_a_drop_the_scores_did_not_foresee_is_concept_drift_and_one_they_foresaw_is_not():
+    """Two windows of 2,000 rows from a calibrated model: in one the outcomes stopped following the scores (concept
+    drift: the scores look as good as ever), in the other the scores themselves became uninformative (the estimate
+    sees it)."""
+    rng = np.random.default_rng(3)
+    sharp = rng.beta(0.5, 3.0, 2000)  # confident scores: a high estimated ROC AUC
+    flat = rng.uniform(0.18, 0.22, 2000)  # scores that barely rank: a low estimated ROC AUC
+    concept = predictions(range(2000), [T0] * 2000, sharp, window_start=T0)
+    foreseen = predictions(range(2000, 4000), [T0] * 2000, flat, window_start=T0 + timedelta(hours=1))
+    outcomes = np.r_[rng.random(2000) < 0.2, rng.random(2000) < flat]  # neither window's labels follow `sharp`
+    table = labels(range(4000), [T0] * 4000, outcomes.astype(int))
+    joined = join(pd.concat([concept, foreseen], ignore_index=True), table, known_by=T0 + timedelta(days=31))
+    none = Calibration(method="none", errors={"none": 0.3}, rows=1000, folds=5)
+    report = assess_quality(
+        joined,
+        model_tag="churn:a",
+        baseline_roc_auc=0.8,
+        threshold=0.3,
+        spec=QualitySpec(),
+        known_by=T0,
+        calibration=none,
+    )
+    drifted, expected = report.windows
+    assert drifted.degraded and expected.degraded
+    assert drifted.concept_drift and drifted.estimate.roc_auc_interval[1] >= 0.75
+    assert not expected.concept_drift and expected.estimate.roc_auc_interval[1] < 0.75
+    assert drifted.estimate_gap < -0.2
+    assert report.title == "quality dropped: probable concept drift"
+    assert "probable concept drift" in report.markdown()

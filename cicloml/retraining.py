@@ -1,0 +1,182 @@
+"""Whether a retraining has anything new to learn from, and the requests that wait until it has.
+
+A retraining requested by a check (drift, a quality drop) needs labelled rows the champion never saw: labels arrive
+late (30 days in the demo), so a retraining asked for the moment a window drifts would fit the champion's own data
+again and produce the same model. `assess_freshness` compares the training frame with the champion's lineage before
+anything is fitted; a request that finds too little waits as a `PendingRetraining` in the state folder (one per model
+and window) until the quality check counts enough matured labels (`matured_labels_after`) and starts it again.
+"""
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from cicloml.atomic import atomic_path
+from cicloml.estimation import PerformanceEstimate
+from cicloml.lineage import Lineage
+from cicloml.spec import LabelsSpec, ProjectSpec
+
+
+class Freshness(BaseModel):
+    """The training frame held against the champion's."""
+
+    champion_tag: str | None
+    champion_cutoff: datetime | None
+    """The newest label event time the champion trained (or was tested) on."""
+    new_rows: int
+    """Labelled rows of the frame newer than `champion_cutoff` (all rows without a champion)."""
+    same_data: bool
+    """The frame's data fingerprint equals the champion's: fitting it would reproduce the champion."""
+    same_spec: bool
+    """The model, training and feature settings equal the champion's."""
+
+    def nothing_to_learn(self, min_new_labels: int, *, requested: bool) -> bool:
+        """Whether fitting would waste the run: the champion's own data and settings, or, for a requested
+        retraining, fewer than `min_new_labels` new labelled rows (`enough_for`)."""
+        return (self.same_data and self.same_spec) or (requested and not self.enough_for(min_new_labels))
+
+    def enough_for(self, min_new_labels: int) -> bool:
+        """Whether a requested retraining may fit: new settings, or at least `min_new_labels` new labelled rows."""
+        if self.champion_tag is None or not self.same_spec:
+            return True
+        return not self.same_data and self.new_rows >= min_new_labels
+
+    def describe(self) -> str:
+        if self.champion_tag is None:
+            return f"no champion yet; {self.new_rows} labelled rows"
+        cutoff = f"{self.champion_cutoff:%Y-%m-%d %H:%M} UTC" if self.champion_cutoff else "its cutoff"
+        same = "; the same data as the champion" if self.same_data else ""
+        return f"{self.new_rows} labelled rows newer than {self.champion_tag}'s cutoff ({cutoff}){same}"
+
+
+def spec_fingerprint(spec: ProjectSpec, model_spec: BaseModel, seed: int) -> str:
+    """A hash of what decides the model besides the data: the model section (or a run's override), the training
+    settings and seed, and the features it reads."""
+    settings = {
+        "model": model_spec.model_dump(mode="json"),
+        "training": spec.training.model_dump(mode="json", exclude={"seed", "slices"}),
+        "seed": seed,
+        "features": spec.features.model_dump(mode="json", include={"feature_service", "exclude"}),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def assess_freshness(
+    frame: pd.DataFrame,
+    time_column: str,
+    champion: tuple[str, Lineage] | None,
+    *,
+    data_fingerprint: str,
+    spec_fingerprint: str,
+) -> Freshness:
+    """Hold a training frame (its fingerprint computed as the lineage computes it) against the champion's lineage.
+    A champion from before lineages recorded their settings counts as trained on other settings."""
+    if champion is None:
+        return Freshness(champion_tag=None, champion_cutoff=None, new_rows=len(frame), same_data=False, same_spec=False)
+    tag, lineage = champion
+    cutoff = lineage.test_window[1]
+    times = pd.to_datetime(frame[time_column], utc=True)
+    return Freshness(
+        champion_tag=tag,
+        champion_cutoff=cutoff,
+        new_rows=int((times > pd.Timestamp(cutoff)).sum()),
+        same_data=lineage.data_fingerprint == data_fingerprint,
+        same_spec=lineage.spec_fingerprint == spec_fingerprint,
+    )
+
+
+def label_delay(labels: pd.DataFrame, spec: LabelsSpec) -> timedelta | None:
+    """The typical wait for a label: the median of `available_time − event_time` in the label table; None when the
+    table records no available time."""
+    if spec.available_time is None or labels.empty:
+        return None
+    waits = pd.to_datetime(labels[spec.available_time], utc=True) - pd.to_datetime(labels[spec.event_time], utc=True)
+    median = waits.median()
+    return None if pd.isna(median) else median.to_pytimedelta()
+
+
+def matured_labels_after(labels: pd.DataFrame, spec: LabelsSpec, *, after: datetime, known_by: datetime) -> int:
+    """Labels whose event is newer than `after` and which are known by `known_by`."""
+    newer = pd.to_datetime(labels[spec.event_time], utc=True) > pd.Timestamp(after)
+    if spec.available_time is not None:
+        newer &= pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)
+    return int(newer.sum())
+
+
+class PendingRetraining(BaseModel):
+    """A retraining that was asked for and found too few new labels: it waits for them."""
+
+    model_tag: str
+    """The model version the check found wanting."""
+    window_start: datetime
+    check: str
+    reason: str
+    requested_at: datetime
+    """The check's time (its `known_by` or now): when the request was made."""
+    champion_cutoff: datetime | None
+    """The champion's newest training label: only labels after it are new."""
+    labels_expected_from: datetime | None
+    """When the window's labels should have matured (window start + the label table's typical delay)."""
+    skipped: str
+    """The outcome line the skipped retraining reported."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_tag}@{self.window_start.isoformat()}"
+
+
+def pending_dir(state_dir: Path, model_name: str) -> Path:
+    return state_dir / "retraining" / model_name / "pending"
+
+
+def save_pending(state_dir: Path, request: PendingRetraining) -> Path:
+    """Keep `request` (replacing the same model and window's), atomically."""
+    path = pending_dir(state_dir, request.model_tag.split(":")[0]) / f"{_file_name(request.key)}.json"
+    with atomic_path(path) as temporary:
+        temporary.write_text(request.model_dump_json(indent=2))
+    return path
+
+
+def pending_requests(state_dir: Path, model_name: str) -> list[PendingRetraining]:
+    """The waiting requests for `model_name`, oldest first."""
+    folder = pending_dir(state_dir, model_name)
+    requests = [PendingRetraining.model_validate_json(path.read_text()) for path in folder.glob("*.json")]
+    return sorted(requests, key=lambda request: request.requested_at)
+
+
+def clear_pending(state_dir: Path, request: PendingRetraining) -> None:
+    path = pending_dir(state_dir, request.model_tag.split(":")[0]) / f"{_file_name(request.key)}.json"
+    path.unlink(missing_ok=True)
+
+
+def _file_name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class Impact(BaseModel):
+    """Whether a drifted window's estimated performance asks for retraining, and why, in words."""
+
+    retrain: bool
+    reason: str
+
+
+def estimated_impact(estimate: PerformanceEstimate | None, baseline_roc_auc: float | None, max_drop: float) -> Impact:
+    """A drifted window asks for retraining when its estimated ROC AUC is more than `max_drop` below the model's
+    test-window value by more than the estimate's uncertainty: the whole interval lies below the bar. Without an
+    estimate (no logged scores, a model trained before calibration was recorded) there is no evidence either way,
+    and drift alone asks."""
+    if estimate is None or estimate.roc_auc is None or estimate.roc_auc_interval is None or baseline_roc_auc is None:
+        return Impact(retrain=True, reason="no performance estimate for the window: drift alone asks for retraining")
+    bar = baseline_roc_auc - max_drop
+    line = estimate.describe(baseline_roc_auc)
+    if estimate.roc_auc_interval[1] < bar:
+        return Impact(retrain=True, reason=f"{line}: below {bar:.3f} (training − quality.max_drop {max_drop})")
+    return Impact(
+        retrain=False,
+        reason=f"holds: {line}, not below {bar:.3f} (training − quality.max_drop {max_drop}) beyond its "
+        "uncertainty; no retraining",
+    )
