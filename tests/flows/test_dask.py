@@ -117,8 +117,9 @@ def test_drift_checks_of_many_versions_on_dask_equal_those_on_threads(world, clu
     drifted = {tag for tag, scenario in zip(tags, SCENARIOS, strict=True) if scenario == "price_rise"}
     assert {result.model_tag for result in on_cluster.results if result.drifted} == drifted
     assert {result.check for result in on_cluster.results} == {"drift"}
-    assert [result.retrain for result in on_threads.results if result.drifted] == ["requested"] * 2
-    assert [result.retrain for result in on_cluster.results if result.drifted] == ["already_requested"] * 2
+    # The drifted copies' estimated ROC AUC holds (the model ranks a price rise as well as ever): not retrained.
+    assert [result.retrain for result in on_threads.results if result.drifted] == ["held"] * 2
+    assert [result.retrain for result in on_cluster.results if result.drifted] == ["held"] * 2
     assert ran(stream, "check_window") == len(tags)
 
 
@@ -126,11 +127,14 @@ def test_drift_checks_of_many_versions_on_dask_equal_those_on_threads(world, clu
 def test_a_search_on_dask_picks_the_same_best_params_as_on_threads(world, cluster):
     state_dir, _ = world
     with ciclo_environment(state_dir) as settings:
+        registry = ModelRegistry(settings, "churn")
+        champion = registry.champion()
         on_threads = train(TrainParams(as_of=END, model=SEARCH)).tag
+        if registry.champion() != champion:  # a champion's own data and settings would train nothing: put it back
+            registry.rollback()
     with on_dask(state_dir, cluster), get_task_stream(cluster) as stream:
         on_cluster = train(TrainParams(as_of=END, model=SEARCH)).tag
 
-    registry = ModelRegistry(settings, "churn")
     best = [
         {name: registry.lineage(tag).params["classifier"][name] for name in SEARCH.search.params}
         for tag in (on_threads, on_cluster)
