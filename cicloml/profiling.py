@@ -60,13 +60,27 @@ def profile_frame(frame: pd.DataFrame) -> DatasetProfileView:
     return why.log(pandas=frame, schema=_schema()).view()
 
 
-def _schema() -> DeclarativeSchema:
+EXACT_PROFILE_ROWS = 65_535
+"""The largest quantile sketch whylogs' KLL takes (k is 16-bit): it holds up to this many values exactly."""
+
+
+def exact_profile(frame: pd.DataFrame, *, seed: int = 0) -> DatasetProfileView:
+    """`profile_frame` with quantile sketches that hold every value, so the same frame gives the same profile on every
+    run (whylogs' default sketch compacts at random, unseeded): what a replay needs (`cicloml.backtest`). A frame of
+    more than `EXACT_PROFILE_ROWS` rows is profiled from a seeded sample of that many."""
+    if len(frame) > EXACT_PROFILE_ROWS:
+        frame = frame.sample(n=EXACT_PROFILE_ROWS, random_state=seed).sort_index()
+    config = MetricConfig(large_kll_k=True, kll_k_large=EXACT_PROFILE_ROWS)
+    return why.log(pandas=frame, schema=_schema(config)).view()
+
+
+def _schema(config: MetricConfig = _METRIC_CONFIG) -> DeclarativeSchema:
     """`TRACKED_METRICS` as a whylogs schema (a new one per profile: whylogs records the columns it sees in it)."""
     resolvers = [
         ResolverSpec(column_type=why_type, metrics=[MetricSpec(metric.value) for metric in metrics])
         for why_type, metrics in TRACKED_METRICS.items()
     ]
-    return DeclarativeSchema(resolvers, default_config=_METRIC_CONFIG)
+    return DeclarativeSchema(resolvers, default_config=config)
 
 
 class ColumnarProfile:
