@@ -82,7 +82,8 @@ RETRY_AFTER_S = 5
 
 
 class SwitchingProxy:
-    """An ASGI app that forwards every HTTP request to the current upstream, streaming both bodies.
+    """An ASGI app that forwards every HTTP request to the current upstream: the request's body streamed, the
+    answer read whole before it is passed on.
 
     Each request reads `upstream` once, so a switch never moves a request between backends, and the requests
     in flight are counted per upstream so the old one can be drained before it stops.
@@ -130,7 +131,13 @@ class SwitchingProxy:
             scope["method"], url + (f"?{query}" if query else ""), headers=headers, content=_body(receive)
         )
         try:
+            # The answer is read whole before any of it is passed on (answers are small JSON): a backend that dies
+            # mid-answer then gives a 503 to retry, never a truncated response the caller cannot tell from a bug.
             response = await self._client.send(request, stream=True)
+            try:
+                body = b"".join([chunk async for chunk in response.aiter_raw()])  # as sent: encoding kept
+            finally:
+                await response.aclose()
         except httpx.TransportError as error:
             # Nothing of the request was answered: the backend is gone or going (a crash, a switch's last
             # moment). A 503 with Retry-After tells the caller to come back; the supervisor looks at once.
@@ -138,23 +145,21 @@ class SwitchingProxy:
             self.on_failure(upstream)
             await _unavailable(send, "the model server did not answer")
             return
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": [
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [
+                    *[
                         (name.encode("latin-1"), value.encode("latin-1"))
                         for name, value in response.headers.multi_items()
                         if name.lower() not in HOP_BY_HOP
                     ],
-                }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
