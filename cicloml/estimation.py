@@ -262,8 +262,9 @@ def estimate_performance(
     seed: int = 0,
 ) -> PerformanceEstimate:
     """Expected ROC AUC, average precision, precision and recall of a window's scores once its labels arrive, by
-    drawing its labels from the calibrated scores (see the module's docstring); deterministic for a seed."""
-    scores = _check_scores(scores, "estimate_performance")
+    drawing its labels from the calibrated scores (see the module's docstring); deterministic for a seed, and the
+    same for the same scores in any order (labels are drawn row by row, so the rows are put in one order first)."""
+    scores = np.sort(_check_scores(scores, "estimate_performance"))
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1 (got {confidence})")
     if simulations < 2:

@@ -10,7 +10,6 @@ a Dask worker whose environment is not the flow's.
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel
 
 from cicloml.drift import DriftReport, compare_profiles, write_html_report
@@ -69,8 +68,7 @@ def check_window(
         window_logged_rows(settings.prediction_log_dir, model_tag, window_start) if settings.log_predictions else None
     )
     if logged and model.lineage.calibration is not None:
-        # Sorted: the estimate draws labels row by row, so the same scores in any order give the same estimate.
-        scores = np.sort(window_scores(settings.prediction_log_dir, model_tag, window_start))
+        scores = window_scores(settings.prediction_log_dir, model_tag, window_start)
         estimate = estimate_performance(scores, model.lineage.calibration, threshold=model.lineage.threshold)
         report = report.model_copy(
             update={"performance": estimate, "baseline_roc_auc": model.lineage.metrics.get("roc_auc")}

@@ -172,9 +172,7 @@ def assess_quality(
     for window_start, rows in joined.groupby("window_start", sort=True):
         estimate = None
         if calibration is not None:
-            # Sorted, as the drift check passes them: the same scores in any order give the same estimate.
-            scores = np.sort(rows["score"].to_numpy(dtype=float))
-            estimate = estimate_performance(scores, calibration, threshold=threshold)
+            estimate = estimate_performance(rows["score"].to_numpy(dtype=float), calibration, threshold=threshold)
         labelled = rows[rows[LABEL_COLUMN].notna()]
         metrics = None
         if len(labelled):
