@@ -24,6 +24,13 @@ PAYMENT_METHODS = ("card", "bank-transfer", "invoice")
 LABEL_DELAY = timedelta(days=30)
 """A label says whether the customer churned within 30 days of the observation, so it is known 30 days later."""
 
+USAGE_LOG_MEAN = 5.71
+USAGE_LOG_SPREAD = 0.68
+"""The history's usage (a gamma(3, 120) level per customer times a lognormal(0, 0.25) day) in log space: mean
+log(120) + digamma(3), standard deviation sqrt(trigamma(3) + 0.25²)."""
+USAGE_PERSISTENCE = 0.9
+"""How much of yesterday's log usage (about its mean) carries to today."""
+
 DriftScenario = Literal["price_rise", "new_region", "broken_payment_feed"]
 """The scenarios that move the features."""
 Scenario = Literal["none", DriftScenario, "competitor_offer"]
@@ -217,7 +224,12 @@ def _step_activity(rng: np.random.Generator, latest: pd.DataFrame, at: datetime)
     snapshot["tenure_days"] = snapshot["tenure_days"] + days
     charges = snapshot["monthly_charges"].fillna(snapshot["monthly_charges"].median())
     snapshot["monthly_charges"] = np.round(charges + rng.normal(0, 0.6, n), 2)
-    snapshot["usage_minutes_7d"] = np.round(snapshot["usage_minutes_7d"] * rng.lognormal(0, 0.1, n), 1)
+    # Mean-reverting in log space (AR(1)) with the history's log mean and spread: a random walk would widen usage's
+    # spread day after day, so that an unchanged world drifted from its own training data within weeks.
+    log_usage = np.log(np.clip(snapshot["usage_minutes_7d"].to_numpy(dtype=float), 1.0, None))
+    log_usage = USAGE_LOG_MEAN + USAGE_PERSISTENCE * (log_usage - USAGE_LOG_MEAN)
+    log_usage += np.sqrt(1 - USAGE_PERSISTENCE**2) * USAGE_LOG_SPREAD * rng.normal(0, 1, n)
+    snapshot["usage_minutes_7d"] = np.round(np.exp(log_usage), 1)
     return snapshot
 
 
