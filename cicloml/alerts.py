@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from cicloml.atomic import atomic_path
 from cicloml.drift import DriftReport
 from cicloml.gate import GateDecision
+from cicloml.incidents import Incident
 from cicloml.quality import QualityReport, WindowQuality
 from cicloml.redaction import redact
 
@@ -56,10 +57,16 @@ class Delivery:
 
 
 def drift_message(
-    report: DriftReport, *, retraining: str | None = None, flow_run_url: str | None, report_url: str | None
+    report: DriftReport,
+    *,
+    retraining: str | None = None,
+    clears_after: int | None = None,
+    flow_run_url: str | None,
+    report_url: str | None,
 ) -> dict[str, Any]:
-    """The Block Kit message for a drifted window: model, window, drifted features with scores, the estimated
-    impact on the model and whether (and why) retraining was asked for, links."""
+    """The Block Kit message for a drifted window that opens an incident: model, window, drifted features with
+    scores, the estimated impact on the model and whether (and why) retraining was asked for, when Slack hears
+    again (`clears_after` clean windows), links."""
     drifted = sorted((f for f in report.features if f.drifted), key=lambda feature: -feature.score)
     window = (
         f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC"
@@ -79,6 +86,10 @@ def drift_message(
         facts["Estimated impact"] = report.performance_line
     if retraining:
         facts["Retraining"] = retraining
+    if clears_after is not None:
+        facts["Incident"] = (
+            f"opened; no message for its next drifted windows, one when {clears_after} clean in a row clear it"
+        )
     blocks = _opening(headline, facts)
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Drifted features*\n{listed or '–'}"}})
     if report.prediction is not None:
@@ -91,6 +102,16 @@ def drift_message(
         issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Data quality*\n{issues}"[:3000]}})
     return _message(headline, blocks, {"Flow run": flow_run_url, "Drift report": report_url})
+
+
+def cleared_message(incident: Incident, *, flow_run_url: str | None, report_url: str | None) -> dict[str, Any]:
+    """The Block Kit message for an incident that cleared: how long it lasted, what drifted, its peak scores."""
+    headline = f"Drift in {incident.model} cleared: {incident.clean_windows} clean windows in a row"
+    facts = {
+        "Model": f"`{incident.model}` (opened by `{incident.opened_by}`)",
+        "Incident": incident.describe(),
+    }
+    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url, "Drift report": report_url})
 
 
 def quality_message(

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         return self.state_dir / "alerts"
 
     @property
+    def incidents_dir(self) -> Path:
+        """Each model's drift incidents: the open one and those that cleared (`cicloml.incidents`)."""
+        return self.state_dir / "incidents"
+
+    @property
     def reports_dir(self) -> Path:
         """HTML reports for people (drift reports per model and window)."""
         return self.state_dir / "reports"

@@ -169,6 +169,17 @@ class QualitySpec(_Section):
     retrain_on_drop: bool = True
 
 
+class AlertsSpec(_Section):
+    """Alert hygiene: drifted windows of a model make one incident, announced when it opens and when it clears."""
+
+    clear_after: int = Field(3, ge=1)
+    """Clean windows in a row that clear an open incident (Slack hears that it cleared)."""
+    clear_margin: float = Field(0.2, ge=0.0, lt=1.0)
+    """Hysteresis: while an incident is open, a window is clean only when every feature scores below
+    (1 − clear_margin) × its threshold, so a feature hovering at its threshold holds the incident open rather than
+    clearing and reopening it."""
+
+
 class RetrainingSpec(_Section):
     """When a requested retraining may fit a model."""
 
@@ -204,6 +215,7 @@ class ProjectSpec(_Section):
     gates: GatesSpec = GatesSpec()
     drift: DriftSpec = DriftSpec()
     quality: QualitySpec = QualitySpec()
+    alerts: AlertsSpec = AlertsSpec()
     retraining: RetrainingSpec = RetrainingSpec()
     schedules: SchedulesSpec = SchedulesSpec()
 

@@ -2,7 +2,8 @@
 
 The service writes whylogs profiles of its traffic per worker and window (`cicloml.traffic`); this merges a
 window's profiles, scores every feature against the reference profile saved with the model, estimates the model's
-performance from the window's logged scores, and on drift alerts Slack once per model and window. Drift asks for
+performance from the window's logged scores, and on drift alerts Slack once per incident (`cicloml.incidents`: the
+first drifted window opens one, clean windows clear it, each announced once). Drift asks for
 retraining only when its estimated impact says the model got worse (`drift.retrain_when`): a
 `cicloml.drift.detected` event for the `retrain/on-drift` deployment's trigger, or, with no Prefect server to react
 to it (the embedded demo), the retrain flow directly.
@@ -13,15 +14,17 @@ retraining requests after them in the flow, one version at a time.
 """
 
 from datetime import datetime, timezone
+from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
-from cicloml.alerts import alert_key, drift_message, send_once
+from cicloml.alerts import alert_key, cleared_message, drift_message, send_once
 from cicloml.drift import DriftReport
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
+from cicloml.incidents import IncidentLog
 from cicloml.monitoring import WindowCheck, versions_with_traffic
 from cicloml.profiling import newest_finished_window
 from cicloml.registry import ModelRegistry
@@ -65,7 +68,11 @@ class DetectDriftResult(BaseModel):
     quality_issues: int
     report_path: str
     alert: str
-    """"sent", "already_sent", "no_webhook" (logged and kept as an artifact instead), or "none" (no drift)."""
+    """The message of this window: "sent", "already_sent", "no_webhook" (logged and kept as an artifact instead),
+    "incident_open" (drift within an incident already announced: no message) or "none"."""
+    incident: str = "quiet"
+    """What the window did to the model's drift incident (`cicloml.incidents`): "opened", "continues", "cleared"
+    (a message says so; `alert` is its delivery) or "quiet"."""
     retrain: str
     """"requested" (event emitted), "ran" (embedded: retrain ran here), "already_requested", "held" (drift whose
     estimated impact holds: see `retrain_reason`), "off" (also for skew) or "none"."""
@@ -146,7 +153,14 @@ def act_on_check(
         ", ".join(report.drifted_features) or "none",
     )
 
+    with IncidentLog(settings.incidents_dir, spec.name).updating() as incidents:
+        step = incidents.apply(report, spec.alerts)
     alert, retraining, why = "none", "none", None
+    if step.action == "cleared":
+        assert step.incident is not None
+        message = cleared_message(step.incident, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri())
+        alert = _send(message, f"{step.incident.model}@{step.incident.opened.isoformat()}:cleared", settings)
+        logger.info("drift incident cleared: %s", step.incident.describe())
     if report.drifted:
         retraining, why = "off", _retraining_policy(report, spec)
         if why.retrain:
@@ -157,14 +171,21 @@ def act_on_check(
             )
         elif report.check == "drift" and spec.drift.retrain_on_drift:
             retraining = "held"
-        message = drift_message(
-            report, retraining=why.reason, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri()
-        )
-        key = alert_key(model_tag, window_start)
-        alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
-        if alert == "no_webhook":
-            logger.warning("drift alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
-            create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
+        if step.action == "opened":
+            message = drift_message(
+                report,
+                retraining=why.reason,
+                clears_after=spec.alerts.clear_after,
+                flow_run_url=flow_run_url(),
+                report_url=check.report_path.as_uri(),
+            )
+            alert = _send(message, alert_key(model_tag, window_start), settings)
+            if alert == "no_webhook":
+                create_markdown_artifact(key="drift-alert", markdown=report.markdown(), description="not sent to Slack")
+        else:
+            alert = "incident_open"
+            assert step.incident is not None
+            logger.info("no message: part of the open drift incident (%s)", step.incident.describe())
         logger.info("retraining: %s (%s)", retraining, why.reason)
     return DetectDriftResult(
         model_tag=model_tag,
@@ -180,10 +201,19 @@ def act_on_check(
         quality_issues=len(report.quality_issues),
         report_path=str(check.report_path),
         alert=alert,
+        incident=step.action,
         retrain=retraining,
         retrain_reason=why.reason if why else None,
         performance=report.performance,
     )
+
+
+def _send(message: dict[str, Any], key: str, settings: Settings) -> str:
+    """Send once per key; without a webhook, log the message instead."""
+    status = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
+    if status == "no_webhook":
+        get_run_logger().warning("alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
+    return status
 
 
 def _retraining_policy(report: DriftReport, spec: ProjectSpec) -> Impact:

@@ -1,6 +1,7 @@
 """detect-drift under Prefect, embedded: unchanged traffic passes quietly; drifted traffic (a covariate shift the
 model ranks as well as ever) alerts a local Slack receiver once with its estimated impact, which holds, so no
-retraining is asked for; a rerun repeats nothing."""
+retraining is asked for; a rerun repeats nothing; the drift's next window sends nothing, and clean windows that
+clear the incident send one message."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -8,6 +9,7 @@ import pytest
 
 from cicloml.profiling import read_window_profiles, window_folder
 from cicloml.registry import ModelRegistry
+from cicloml.spec import load_spec
 from flows.detect_drift import DetectDriftParams, detect_drift
 from tests.conftest import ciclo_environment
 from tests.flows.world import serve_window, world_with_champion
@@ -59,3 +61,19 @@ def test_drift_alerts_once_with_its_estimated_impact(tmp_path):
         again = detect_drift(DetectDriftParams(window_start=DRIFTED, model_tag=champion, retrain_in_process=True))
         assert (again.drifted, again.alert, again.retrain) == (True, "already_sent", "held")
         assert len(slack.bodies) == 1
+
+        # The drift goes on in the next window: part of the incident already announced, no message. Then clean
+        # windows: Slack hears once more, when `alerts.clear_after` of them in a row clear it.
+        later = DRIFTED + timedelta(hours=1)
+        serve_window(settings, champion, history, "price_rise", later)
+        lasting = detect_drift(DetectDriftParams(window_start=later, retrain_in_process=True))
+        assert (lasting.drifted, lasting.incident, lasting.alert) == (True, "continues", "incident_open")
+        clear_after = load_spec(settings.spec_path).alerts.clear_after
+        outcomes = []
+        for hour in range(2, 2 + clear_after):
+            serve_window(settings, champion, history, "none", DRIFTED + timedelta(hours=hour))
+            clean = detect_drift(DetectDriftParams(window_start=DRIFTED + timedelta(hours=hour)))
+            outcomes.append((clean.drifted, clean.incident, clean.alert))
+        assert outcomes == [(False, "continues", "none")] * (clear_after - 1) + [(False, "cleared", "sent")]
+        assert [body["text"].split(":")[0] for body in slack.bodies] == ["Drift in churn", "Drift in churn cleared"]
+        assert "2 alerting window(s); peak monthly_charges" in str(slack.bodies[1]["blocks"])
