@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cicloml import gate
 from cicloml.errors import DataError
 from cicloml.evaluation import Metrics
 from cicloml.gate import GateDecision, PairedComparison, compare_paired, decide_promotion
@@ -166,6 +167,46 @@ def test_compare_paired_measures_both_models_on_the_same_rows_like_sklearn():
     assert result.champion_roc_auc == pytest.approx(roc_auc_score(labels, champion), abs=1e-12)
     assert result.difference == pytest.approx(result.challenger_roc_auc - result.champion_roc_auc, abs=1e-12)
     assert (result.rows, result.positives, result.window, result.confidence) == (1500, labels.sum(), None, 0.95)
+
+
+def exact_auc(scores: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> float:
+    """ROC AUC of rows drawn `counts` times each, pair by pair: twice the pairs a positive outranks (a tie counts
+    half) over twice the pairs, both exact integers, so the one rounding is the division's."""
+    positive = labels == 1
+    above = np.sign(np.subtract.outer(scores[positive], scores[~positive])) + 1  # 2 above, 1 tied, 0 below
+    wins_twice = int((np.outer(counts[positive], counts[~positive]) * above).sum())
+    pairs = int(counts[positive].sum()) * int(counts[~positive].sum())
+    return wins_twice / (2 * pairs) if pairs else np.nan
+
+
+@pytest.mark.parametrize("decimals", [None, 2, 1], ids=["distinct scores", "some ties", "a dozen scores"])
+def test_every_paired_resample_is_scored_exactly_as_the_rows_it_drew(monkeypatch, decimals):
+    signal, labels, rng = rows(n=150, seed=4)
+    challenger, champion = model(signal, rng, 0.7), model(signal, rng, 1.0)
+    if decimals is not None:  # tree ensembles' scores: many ties, within a class and across classes
+        challenger, champion = np.round(challenger, decimals), np.round(champion, decimals)
+    # Small chunks of draws and smaller blocks of them scored at once, the last of each partial.
+    monkeypatch.setattr(gate, "_CHUNK_CELLS", 150 * 7)
+    monkeypatch.setattr(gate, "_BLOCK_DRAWS", 150 * 3)
+    result = compare_paired(challenger, champion, labels, confidence=0.8, resamples=30, seed=5)
+
+    # The same draws (chunk by chunk from the seed), each resample scored on its own.
+    draws = np.random.default_rng(5)
+    drawn = np.concatenate([draws.integers(0, 150, size=(min(7, 30 - start), 150)) for start in range(0, 30, 7)])
+    differences = []
+    for indices in drawn:
+        counts = np.bincount(indices, minlength=150)
+        ours, theirs = exact_auc(challenger, labels, counts), exact_auc(champion, labels, counts)
+        assert ours == pytest.approx(roc_auc_score(labels, challenger, sample_weight=counts), abs=1e-12)
+        assert theirs == pytest.approx(roc_auc_score(labels[indices], champion[indices]), abs=1e-12)
+        differences.append(ours - theirs)
+    assert result.resamples == 30
+    tail = (1 - 0.8) / 2
+    assert result.interval == tuple(np.quantile(differences, [tail, 1 - tail]))  # to the bit
+    every_row = np.ones(150, dtype=np.int64)
+    assert result.challenger_roc_auc == exact_auc(challenger, labels, every_row)
+    assert result.champion_roc_auc == exact_auc(champion, labels, every_row)
+    assert result.challenger_roc_auc == pytest.approx(roc_auc_score(labels, challenger), abs=1e-12)
 
 
 def test_compare_paired_is_deterministic_for_a_seed():
