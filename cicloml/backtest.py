@@ -18,8 +18,10 @@ on the same traffic and the same labels.
   service's row scorer).
 - The drift check (as `cicloml.monitoring.check_window`): the day's features and scores profiled and compared with
   the champion's reference profile (`compare_profiles`), the performance estimated from the scores and the
-  champion's calibration (`estimate_performance`); a champion's first day is its skew check. A drifted day alerts
-  (`drift_alert`); whether it asks for retraining follows the policy (for `cicloml`, the spec: `estimated_impact`).
+  champion's calibration (`estimate_performance`); a champion's first day is its skew check. Alerts follow the
+  incident rules (`cicloml.incidents.track`, the spec's `alerts` section): the first drifted day opens an incident
+  (a message), clean days clear it (a message); whether a drifted day asks for retraining follows the policy (for
+  `cicloml`, the spec: `estimated_impact`).
 - The daily quality check (as flows/check_model_quality.py): the champion's days whose labels have matured, judged by
   `assess_quality`; the newest degraded day asks for retraining once. Requests that found too few new labels wait
   (pending) and are retried once `retraining.min_new_labels` labels newer than the champion's cutoff have matured
@@ -50,10 +52,11 @@ Where it departs from production, and why:
 """
 
 import contextlib
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import numpy as np
 import pandas as pd
@@ -76,6 +79,7 @@ from cicloml.errors import DataError
 from cicloml.estimation import Calibration, PerformanceEstimate, estimate_performance, fit_calibration
 from cicloml.evaluation import Metrics, choose_threshold
 from cicloml.gate import GateDecision, PairedComparison, compare_paired, decide_promotion
+from cicloml.incidents import Incident, track
 from cicloml.lineage import Lineage, splits_fingerprint
 from cicloml.models.inputs import FeatureInput
 from cicloml.models.preprocessing import FeatureSchema
@@ -132,6 +136,22 @@ def default_timeline() -> list[TimelineEntry]:
     return [(28, 56, "price_rise"), (56, None, "competitor_offer"), (78, 80, "broken_payment_feed")]
 
 
+def parse_timeline(text: str) -> list[TimelineEntry]:
+    """Timeline entries from "FIRST-END:SCENARIO,..." (days; END empty for the world's end), e.g.
+    "28-56:price_rise,56-:competitor_offer,78-80:broken_payment_feed"; "" for none."""
+    entries: list[TimelineEntry] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        span, _, scenario = item.partition(":")
+        first, dash, end = span.partition("-")
+        if not (dash and first.strip().isdigit() and (not end.strip() or end.strip().isdigit())):
+            raise ValueError(f"timeline entry {item!r}: write FIRST-END:SCENARIO in days, e.g. 28-56:price_rise")
+        if scenario not in get_args(Scenario) or scenario == "none":
+            allowed = ", ".join(name for name in get_args(Scenario) if name != "none")
+            raise ValueError(f"timeline entry {item!r}: unknown scenario {scenario!r}; one of {allowed}")
+        entries.append((int(first), int(end) if end.strip() else None, scenario))  # type: ignore[arg-type]
+    return entries
+
+
 class BacktestWorld(BaseModel):
     """The seeded world a backtest replays: its size, its history and what happens when."""
 
@@ -158,6 +178,12 @@ class BacktestWorld(BaseModel):
     @property
     def days(self) -> int:
         return self.weeks * 7
+
+    @property
+    def name(self) -> str:
+        """ "16w-1000c-seed7-<digest of the whole world>": a report folder's name, the same for the same world."""
+        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:6]
+        return f"{self.weeks}w-{self.customers}c-seed{self.seed}-{digest}"
 
     def scenarios_on(self, day: int) -> tuple[str, bool]:
         """The scenario in force on `day` ("none" when no entry covers it) and whether the payment feed is broken."""
@@ -362,10 +388,10 @@ DEFAULT_POLICIES = ("never", "weekly", "every_drift", "cicloml", "oracle")
 
 
 class ModelRecord(BaseModel):
-    """A model a policy trained, kept in memory (no registry): what its lineage would say, and what serving it
-    needs. The pipeline, reference profile and lineage stay out of the JSON."""
+    """A model a policy trained, as its lineage would say (no registry); the fitted pipeline, reference profile and
+    lineage stay in the engine, shared by every record of the same data."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     id: str
     """d<day trained>-<data fingerprint>: two records with one fingerprint were fitted on the same data."""
@@ -382,9 +408,6 @@ class ModelRecord(BaseModel):
     """Promoted although fitted on the champion's data (the same fingerprint)."""
     gate: list[str]
     """The gate's reasons."""
-    pipeline: Pipeline = Field(exclude=True, repr=False)
-    reference: DatasetProfileView = Field(exclude=True, repr=False)
-    lineage: Lineage = Field(exclude=True, repr=False)
 
 
 class DayRow(BaseModel):
@@ -403,6 +426,9 @@ class DayRow(BaseModel):
     drift: bool
     drifted_features: list[str]
     alert: bool
+    """An alert opened a drift incident today (a Slack message would have gone out): `cicloml.incidents.track`."""
+    alert_cleared: bool
+    """Clean days cleared the open incident today (a message would have gone out)."""
     requests: list[str]
     """What asked for a training today: "drift", "quality", "pending" (a waiting request retried), "schedule"."""
     trained: bool
@@ -433,7 +459,11 @@ class PolicySummary(BaseModel):
     """The day-0 model included."""
     promotions_same_data: int
     alerts: int
-    """Days that alerted."""
+    """Incidents opened: the drift messages Slack would have had."""
+    alerts_cleared: int
+    """Incidents cleared: the messages saying so."""
+    drifted_days: int
+    """Days whose drift check found drift (or skew): what alerting on every drifted window would have sent."""
     requests: int
     """Days on which something asked for a training."""
 
@@ -458,11 +488,6 @@ class BacktestResult(BaseModel):
 
 
 # --- decisions ---------------------------------------------------------------------------------------------------
-
-
-def drift_alert(report: DriftReport) -> bool:
-    """Whether a checked day alerts: here, every drifted (or skewed) day, as detect-drift sends a message for each."""
-    return report.drifted
 
 
 def drift_requests_retraining(report: DriftReport, policy: Policy, spec: ProjectSpec) -> Impact | None:
@@ -497,6 +522,8 @@ def summarize(rows: Sequence[DayRow], models: Sequence[ModelRecord], tolerance: 
         promotions=sum(model.promoted for model in models),
         promotions_same_data=sum(model.promoted_same_data for model in models),
         alerts=sum(row.alert for row in rows),
+        alerts_cleared=sum(row.alert_cleared for row in rows),
+        drifted_days=sum(row.drift for row in rows),
         requests=sum(bool(row.requests) for row in rows),
     )
 
@@ -538,6 +565,8 @@ class _PolicyState:
     requested_windows: set[tuple[str, int]] = field(default_factory=set)
     judged: dict[int, WindowQuality] = field(default_factory=dict)
     """The champion's days judged by the quality check."""
+    incident: Incident | None = None
+    """The open drift incident (`cicloml.incidents`), as detect-drift keeps it."""
 
 
 @dataclass
@@ -591,7 +620,7 @@ class _Engine:
             freshness = assess_freshness(
                 frame,
                 time,
-                (champion.id, champion.lineage) if champion else None,
+                (champion.id, self._fits[champion.data_fingerprint].lineage) if champion else None,
                 data_fingerprint=fingerprint,
                 spec_fingerprint=self.settings_fingerprint,
             )
@@ -616,9 +645,6 @@ class _Engine:
             promoted=decision.promote,
             promoted_same_data=decision.promote and same_data,
             gate=decision.reasons,
-            pipeline=fit.pipeline,
-            reference=fit.reference,
-            lineage=fit.lineage.model_copy(update={"gate": decision}),
         )
         verdict = "promoted" if decision.promote else "rejected"
         return _Training(record, f"trained {record.id} on {sum(record.rows.values())} rows: {verdict}")
@@ -673,11 +699,12 @@ class _Engine:
             return decide_promotion(challenger, None, gates)
         key = (fingerprint, champion.data_fingerprint)
         if key not in self._comparisons:
+            served = self._fits[champion.data_fingerprint]
             champion_evaluation = evaluate_model(
-                champion.pipeline, fit.test, champion.lineage.features, LABEL, threshold=champion.threshold, slices=[]
+                served.pipeline, fit.test, served.schema, LABEL, threshold=champion.threshold, slices=[]
             )
             times = fit.test[EVENT_TIME]
-            fresh = (times > pd.Timestamp(champion.lineage.training_window[1])).to_numpy()
+            fresh = (times > pd.Timestamp(served.lineage.training_window[1])).to_numpy()
             comparison = _compare_on(fresh, times, fit.evaluation, champion_evaluation, gates.confidence)
             self._comparisons[key] = (champion_evaluation.report.overall, comparison)
         champion_metrics, comparison = self._comparisons[key]
@@ -691,12 +718,13 @@ class _Engine:
         key = (day, model.data_fingerprint)
         if key not in self._served:
             simulated = self.world.days[day]
-            scores = score(model.pipeline, simulated.features, model.lineage.features)
+            fit = self._fits[model.data_fingerprint]
+            scores = score(fit.pipeline, simulated.features, fit.schema)
             current = self.world.feature_profile(day).merge(exact_profile(pd.DataFrame({SCORE_COLUMN: scores})))
             report = compare_profiles(
-                model.reference,
+                fit.reference,
                 current,
-                features=model.lineage.features.features,
+                features=fit.schema.features,
                 spec=self.spec.drift,
                 model_tag=model.id,
                 window_start=simulated.window_start.to_pydatetime(),
@@ -777,7 +805,11 @@ class _Engine:
         served = self.serve(day, champion, check)
         state.served.append(served.scores)
         report, estimate = served.report, served.estimate
+        incident = track(state.incident, report, self.spec.alerts)
+        state.incident = None if incident.action == "cleared" else incident.incident
         notes: list[str] = []
+        if incident.action == "cleared" and incident.incident is not None:
+            notes.append(f"drift incident cleared: {incident.incident.describe()}")
         requests: list[str] = []
         evidence: list[str] = []
 
@@ -833,7 +865,8 @@ class _Engine:
                 estimated_interval=estimate.roc_auc_interval,
                 drift=report.drifted,
                 drifted_features=report.drifted_features,
-                alert=drift_alert(report),
+                alert=incident.action == "opened",
+                alert_cleared=incident.action == "cleared",
                 requests=requests,
                 trained=trained,
                 skipped=skipped,
@@ -875,6 +908,7 @@ def run_backtest(
     policies: Sequence[Policy | str] = DEFAULT_POLICIES,
     *,
     threads: int | None = 1,
+    progress: Callable[[str], None] | None = None,
 ) -> BacktestResult:
     """Replay `world` (default: `BacktestWorld()`) day by day under each policy, starting from one model trained on
     the history; deterministic for the world's seed and the spec.
@@ -882,14 +916,19 @@ def run_backtest(
     `threads` bounds the native thread pools (OpenMP, BLAS) meanwhile. One by default: the backtest fits and scores
     thousands of rows at a time, where the tree ensemble's threads synchronize more than they share (once per tree
     when scoring), and stall whenever another process holds a core (a fit took 14x longer with two threads than with
-    one on two busy cores). None leaves the pools as they are."""
+    one on two busy cores). None leaves the pools as they are.
+
+    `progress` hears a line after the world is made and after each simulated week."""
     limits = threadpool_limits(limits=threads) if threads is not None else contextlib.nullcontext()
     with limits:
-        return _run(spec, world, policies)
+        return _run(spec, world, policies, progress or (lambda line: None))
 
 
 def _run(
-    spec: ProjectSpec, world: BacktestWorld | SimulatedWorld | None, policies: Sequence[Policy | str]
+    spec: ProjectSpec,
+    world: BacktestWorld | SimulatedWorld | None,
+    policies: Sequence[Policy | str],
+    progress: Callable[[str], None],
 ) -> BacktestResult:
     simulated = world if isinstance(world, SimulatedWorld) else simulate_world(world or BacktestWorld())
     chosen = [POLICIES[policy] if isinstance(policy, str) else policy for policy in policies]
@@ -903,9 +942,18 @@ def _run(
     first = initial.record
     tolerance = first.test_roc_auc - spec.quality.max_drop
     states = [_PolicyState(policy=policy, champion=first, models=[first]) for policy in chosen]
+    progress(
+        f"world made: {simulated.world.days} days of {simulated.world.customers} customers; day-0 model {first.id}"
+    )
     for day in range(simulated.world.days):
         for state in states:
             engine.step(state, day)
+        if (day + 1) % 7 == 0:
+            done = ", ".join(
+                f"{state.policy.name} {len(state.models)} model(s) {sum(row.alert for row in state.rows)} alert(s)"
+                for state in states
+            )
+            progress(f"week {(day + 1) // 7}/{simulated.world.weeks}: {done}")
     results = []
     for state in states:
         rows = [

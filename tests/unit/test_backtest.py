@@ -96,13 +96,32 @@ def test_weekly_runs_once_a_week_and_fits_only_new_labels(result: BacktestResult
 
 
 @pytest.mark.slow
-def test_every_drift_trains_on_each_drift_alert_day(result: BacktestResult):
+def test_every_drift_trains_on_each_drifted_day(result: BacktestResult):
     every_drift = result.policy("every_drift")
-    alerted = [row.day for row in every_drift.days if row.alert and row.check == "drift"]
-    assert alerted, "the price rise should drift"
-    assert days_where(every_drift, "trained") == [0, *alerted]
+    drifted = [row.day for row in every_drift.days if row.drift and row.check == "drift"]
+    assert drifted, "the price rise should drift"
+    assert days_where(every_drift, "trained") == [0, *drifted]
     # What cicloml did before: a retraining fits the champion's data again, and the tie promotes it.
-    assert every_drift.summary.promotions_same_data == len(alerted)
+    assert every_drift.summary.promotions_same_data == len(drifted)
+
+
+@pytest.mark.slow
+def test_alerts_follow_the_incident_rules(result: BacktestResult, spec: ProjectSpec):
+    # The prices rise once and stay up: the model that never retrains drifts every day after, yet alerts once.
+    never = result.policy("never")
+    assert never.summary.drifted_days > 5 and never.summary.alerts == 1
+    assert days_where(never, "alert") == [next(row.day for row in never.days if row.drift)]
+    for policy in result.policies:
+        rows, open_since = policy.days, None
+        for row in rows:
+            if row.alert:  # opens only on a drifted day, and only when none is open
+                assert row.drift and open_since is None, (policy.policy.name, row.day)
+                open_since = row.day
+            if row.alert_cleared:  # clears after clear_after days in a row without drift
+                quiet = rows[row.day - spec.alerts.clear_after + 1 : row.day + 1]
+                assert open_since is not None and not any(day.drift for day in quiet), (policy.policy.name, row.day)
+                open_since = None
+        assert policy.summary.alerts <= policy.summary.drifted_days
 
 
 @pytest.mark.slow
