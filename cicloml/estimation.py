@@ -59,10 +59,11 @@ makes it look better often without a margin."""
 SIGMOID_TEST = 3.84
 """The sigmoid replaces "none" when its cross-fitted log loss is lower and the Platt fit's slope differs from 1
 beyond chance: (slope − 1)² over its variance above this (chi-squared, one degree of freedom: p < 0.05 were the scores
-calibrated; a needless sigmoid fitted to calibrated scores is close to the identity and costs little). The slope is what moves a ranking's estimate; log loss alone judges it weakly: a gradient-boosting model
-whose scores were overconfident by a slope of ~0.7 lost only 0.0007 nats to the sigmoid on 1,000 validation rows
-(under one standard error), yet its uncalibrated scores put the estimated ROC AUC ~0.06 above the realized one (the
-backtest's worlds, seeds 1–6)."""
+calibrated; a needless sigmoid fitted to calibrated scores is close to the identity and costs little). The slope is
+what moves a ranking's estimate, and log loss alone judges it weakly: a gradient-boosting model whose scores were
+overconfident by a slope of ~0.7 lost only 0.0007 nats to the sigmoid on 1,000 validation rows (under one standard
+error), yet its uncalibrated scores put the estimated ROC AUC ~0.06 above the realized one (the backtest's worlds,
+seeds 1–6)."""
 BLOCK_ELEMENTS = 2_000_000
 """Label draws are simulated in blocks of at most this many (draw, row) cells (~16 MB of float64 per array)."""
 CANDIDATES: tuple[CalibrationMethod, ...] = ("none", "isotonic", "sigmoid")
