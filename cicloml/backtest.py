@@ -85,7 +85,16 @@ from cicloml.models.inputs import FeatureInput
 from cicloml.models.preprocessing import FeatureSchema
 from cicloml.profiling import SCORE_COLUMN, DatasetProfileView, exact_profile
 from cicloml.quality import LABEL_COLUMN, WindowQuality, assess_quality
-from cicloml.retraining import Impact, assess_freshness, estimated_impact, matured_labels_after, spec_fingerprint
+from cicloml.retraining import (
+    Impact,
+    Regime,
+    assess_freshness,
+    degradation_onset,
+    estimated_impact,
+    labels_since,
+    matured_labels_after,
+    spec_fingerprint,
+)
 from cicloml.spec import GatesSpec, LabelsSpec, ProjectSpec
 from cicloml.training import (
     Evaluation,
@@ -430,7 +439,8 @@ class DayRow(BaseModel):
     alert_cleared: bool
     """Clean days cleared the open incident today (a message would have gone out)."""
     requests: list[str]
-    """What asked for a training today: "drift", "quality", "pending" (a waiting request retried), "schedule"."""
+    """What asked for a training today: "drift", "quality", "follow_up" (learning the world since a degradation's
+    onset), "pending" (a waiting request retried), "schedule"."""
     trained: bool
     """A model was fitted today."""
     skipped: bool
@@ -567,12 +577,18 @@ class _PolicyState:
     """The champion's days judged by the quality check."""
     incident: Incident | None = None
     """The open drift incident (`cicloml.incidents`), as detect-drift keeps it."""
+    regime: Regime | None = None
+    """The world since a degradation's onset, when the champion was trained on it alone."""
 
 
 @dataclass
 class _Training:
     record: ModelRecord | None
     note: str
+    since: pd.Timestamp | None = None
+    """The degradation's onset it was asked to learn the world since."""
+    rows_since: int = 0
+    """Labelled rows since that onset it trained (or was tested) on."""
 
 
 class _Engine:
@@ -595,23 +611,29 @@ class _Engine:
     # training -------------------------------------------------------------------------------------------------
 
     def train(
-        self, day: int, as_of: pd.Timestamp, policy: Policy, champion: ModelRecord | None, *, requested: bool
+        self,
+        day: int,
+        as_of: pd.Timestamp,
+        policy: Policy,
+        champion: ModelRecord | None,
+        *,
+        requested: bool,
+        since: pd.Timestamp | None = None,
     ) -> _Training:
-        """The train flow's sequence as of `as_of`; a record of the fitted model, or None with why nothing was."""
+        """The train flow's sequence as of `as_of` (on the labels from `since` on, when they suffice); a record of the
+        fitted model, or None with why nothing was."""
         time = EVENT_TIME
         frame = self.world.training_frame(as_of, label_delay=policy.label_delay)
         frame = select_training_window(frame, time, self.spec.training.window_days)
         frame, schema = encode_training_frame(frame, SCHEMA, time)
+        prepared, note = None, ""
+        if since is not None:
+            try:
+                prepared = self._prepare(frame[frame[time] >= since], schema)
+            except DataError as error:
+                note = f" (the labels since the onset {since:%Y-%m-%d} do not suffice: {error}; the whole window)"
         try:
-            validate_training_frame(
-                frame, label=LABEL, keys=[*schema.entity_keys, time], features=schema.features, limits=self.spec.checks
-            )
-            split = split_by_time(
-                frame,
-                time,
-                validation_fraction=self.spec.training.validation_fraction,
-                test_fraction=self.spec.training.test_fraction,
-            )
+            frame, split = prepared or self._prepare(frame, schema)
         except DataError as error:
             return _Training(None, f"training skipped: failed: {error}")
         splits = {"train": split.train, "validation": split.validation, "test": split.test}
@@ -647,7 +669,26 @@ class _Engine:
             gate=decision.reasons,
         )
         verdict = "promoted" if decision.promote else "rejected"
-        return _Training(record, f"trained {record.id} on {sum(record.rows.values())} rows: {verdict}")
+        since_onset = f" since the onset {since:%Y-%m-%d}" if prepared is not None and since is not None else note
+        learned = int((frame[time] >= since).sum()) if since is not None else 0
+        return _Training(
+            record, f"trained {record.id} on {sum(record.rows.values())} rows{since_onset}: {verdict}", since, learned
+        )
+
+    def _prepare(self, frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, TimeSplit]:
+        """The data checks and the split by time, as the train flow runs them."""
+        validate_training_frame(
+            frame,
+            label=LABEL,
+            keys=[*schema.entity_keys, EVENT_TIME],
+            features=schema.features,
+            limits=self.spec.checks,
+        )
+        training = self.spec.training
+        split = split_by_time(
+            frame, EVENT_TIME, validation_fraction=training.validation_fraction, test_fraction=training.test_fraction
+        )
+        return frame, split
 
     def _fit(self, fingerprint: str, split: TimeSplit, schema: FeatureSchema) -> _Fit:
         """Fit, tune, calibrate, evaluate and profile, once per data fingerprint."""
@@ -744,9 +785,9 @@ class _Engine:
         )
         return _Served(served.scores, served.estimate, report)
 
-    def quality_request(self, state: _PolicyState, day: int) -> str | None:
+    def quality_request(self, state: _PolicyState, day: int) -> tuple[str, pd.Timestamp | None] | None:
         """The daily quality check of the champion's days whose labels have matured: the newest degraded day asks for
-        retraining, once."""
+        retraining, once; with the degradation's onset (`degradation_onset`)."""
         champion, known_by = state.champion, self.known_by(day)
         matured = [
             k
@@ -785,10 +826,21 @@ class _Engine:
         state.requested_windows.add((champion.id, newest))
         metrics = state.judged[newest].metrics
         realized = metrics.roc_auc if metrics else None
-        return (
+        onset = degradation_onset(list(state.judged.values()))
+        reason = (
             f"quality: realized ROC AUC {realized:.3f} on day {newest}, below "
             f"{champion.test_roc_auc - self.spec.quality.max_drop:.3f}"
+            + (f" since {onset:%Y-%m-%d}" if onset is not None else "")
         )
+        return reason, (pd.Timestamp(onset) if onset is not None and self.spec.retraining.since_onset else None)
+
+    def follow_up_request(self, state: _PolicyState, day: int) -> str | None:
+        """Why the champion, trained since a degradation's onset, is due a follow-up (`Regime.follow_up`), or None."""
+        if state.regime is None:
+            return None
+        known_by = self.known_by(day).to_pydatetime()
+        since, newest = labels_since(self.world.frame, LABELS, onset=state.regime.onset, known_by=known_by)
+        return state.regime.follow_up(since, newest, self.spec)
 
     def labels_matured(self, state: _PolicyState, day: int) -> int:
         """Labels newer than the champion's cutoff known by the end of `day`."""
@@ -819,12 +871,19 @@ class _Engine:
             if impact.retrain:
                 requests.append("drift")
                 evidence.append(f"{champion.id}@{day}:drift")
+        since = None
         if policy.on_quality:
-            reason = self.quality_request(state, day)
-            if reason:
+            asked = self.quality_request(state, day)
+            if asked:
+                reason, since = asked
                 notes.append(reason)
                 requests.append("quality")
                 evidence.append(f"{champion.id}@{day}:quality")
+            follow_up = self.follow_up_request(state, day)
+            if follow_up and state.regime is not None:
+                notes.append(follow_up)
+                requests.append("follow_up")
+                since = since or pd.Timestamp(state.regime.onset)
         if state.pending:
             matured = self.labels_matured(state, day)
             if matured >= self.spec.retraining.min_new_labels:
@@ -839,7 +898,7 @@ class _Engine:
 
         trained = skipped = promoted = promoted_same_data = False
         if requests:
-            outcome = self.train(day, self.known_by(day), policy, champion, requested=not scheduled)
+            outcome = self.train(day, self.known_by(day), policy, champion, requested=not scheduled, since=since)
             notes.append(outcome.note)
             if outcome.record is None:
                 skipped = True
@@ -852,6 +911,13 @@ class _Engine:
                 if outcome.record.promoted:
                     promoted, promoted_same_data = True, outcome.record.promoted_same_data
                     state.champion, state.first_day, state.judged = outcome.record, day + 1, {}
+                    state.regime = None
+                    if outcome.since is not None:
+                        state.regime = Regime(
+                            onset=outcome.since, trained_rows=outcome.rows_since, model_tag=outcome.record.id
+                        )
+                elif "follow_up" in requests:
+                    state.regime = None  # the gate found no improvement: the new world is learned
 
         state.rows.append(
             DayRow(

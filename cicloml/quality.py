@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
+from scipy.stats import norm
 
 from cicloml.estimation import Calibration, PerformanceEstimate, estimate_performance
 from cicloml.evaluation import Metrics, evaluate_scores
@@ -32,7 +33,10 @@ class WindowQuality(BaseModel):
     """Scores against labels at the model's threshold; None without labelled predictions."""
     judged: bool
     """Enough labels of both classes (`min_labels`) to hold the window against the model's baseline."""
+    roc_auc_interval: tuple[float, float] | None = None
+    """The realized ROC AUC's interval at `quality.confidence`."""
     degraded: bool
+    """Judged, and the whole interval lies below the model's baseline − `quality.max_drop`."""
     estimate: PerformanceEstimate | None = None
     """The performance estimated from the window's scores alone, as the drift check estimated it before labels
     (the same scores and calibration give the same estimate); None without a calibration."""
@@ -61,6 +65,8 @@ class QualityReport(BaseModel):
     baseline_roc_auc: float
     """The model's ROC AUC on its test window, at training."""
     max_drop: float
+    confidence: float = 0.9
+    """The confidence of each window's ROC AUC interval."""
     min_labels: int
     windows: list[WindowQuality]
 
@@ -85,8 +91,8 @@ class QualityReport(BaseModel):
             f"# Live quality of {self.model_tag}: {self.title}",
             "",
             f"Labels known by {self.known_by:%Y-%m-%d %H:%M} UTC. ROC AUC at training (test window): "
-            f"**{self.baseline_roc_auc:.3f}**; a window more than {self.max_drop} below it has degraded "
-            f"(judged from {self.min_labels} labelled predictions).",
+            f"**{self.baseline_roc_auc:.3f}**; a window whose ROC AUC's {self.confidence:.0%} interval lies wholly "
+            f"more than {self.max_drop} below it has degraded (judged from {self.min_labels} labelled predictions).",
             "",
             "| window (UTC) | predictions | labelled | ROC AUC | change | estimated before labels | realized − "
             "estimated | PR AUC | log loss | positives | verdict |",
@@ -99,9 +105,10 @@ class QualityReport(BaseModel):
             if window.concept_drift:
                 verdict = "degraded, unforeseen: probable concept drift"
             estimate = window.estimate.describe() if window.estimate else "–"
+            change = None if auc is None else auc - self.baseline_roc_auc
             lines.append(
                 f"| {window.window_start:%Y-%m-%d %H:%M:%S} | {window.predictions} | {window.labelled} "
-                f"| {_number(auc)} | {_number(None if auc is None else auc - self.baseline_roc_auc, signed=True)} "
+                f"| {_auc(auc, window.roc_auc_interval)} | {_number(change, signed=True)} "
                 f"| {estimate} | {_number(window.estimate_gap, signed=True)} "
                 f"| {_number(metrics.pr_auc if metrics else None)} | {_number(metrics.log_loss if metrics else None)} "
                 f"| {_number(metrics.positive_rate if metrics else None)} | {verdict} |"
@@ -179,8 +186,12 @@ def assess_quality(
             scores, outcomes = labelled["score"].to_numpy(dtype=float), labelled[LABEL_COLUMN].to_numpy(dtype=np.int64)
             metrics = evaluate_scores(scores, outcomes, threshold=threshold).overall
         judged = metrics is not None and metrics.roc_auc is not None and len(labelled) >= spec.min_labels
+        interval = None
+        if metrics is not None and metrics.roc_auc is not None:
+            positives = int(labelled[LABEL_COLUMN].sum())
+            interval = roc_auc_interval(metrics.roc_auc, positives, len(labelled) - positives, spec.confidence)
         bar = baseline_roc_auc - spec.max_drop
-        degraded = judged and metrics.roc_auc < bar
+        degraded = judged and interval is not None and interval[1] < bar
         foreseen = estimate is not None and estimate.roc_auc_interval is not None and estimate.roc_auc_interval[1] < bar
         windows.append(
             WindowQuality(
@@ -189,6 +200,7 @@ def assess_quality(
                 labelled=len(labelled),
                 metrics=metrics,
                 judged=judged,
+                roc_auc_interval=interval,
                 degraded=degraded,
                 estimate=estimate,
                 concept_drift=degraded and estimate is not None and not foreseen,
@@ -199,14 +211,30 @@ def assess_quality(
         known_by=known_by,
         baseline_roc_auc=baseline_roc_auc,
         max_drop=spec.max_drop,
+        confidence=spec.confidence,
         min_labels=spec.min_labels,
         windows=windows,
     )
 
 
+def roc_auc_interval(roc_auc: float, positives: int, negatives: int, confidence: float) -> tuple[float, float]:
+    """A normal interval around a ROC AUC with Hanley and McNeil's (1982) standard error, which needs only the AUC
+    and the class counts; clipped to [0, 1]."""
+    q1, q2 = roc_auc / (2 - roc_auc), 2 * roc_auc**2 / (1 + roc_auc)
+    variance = (
+        roc_auc * (1 - roc_auc) + (positives - 1) * (q1 - roc_auc**2) + (negatives - 1) * (q2 - roc_auc**2)
+    ) / max(positives * negatives, 1)
+    half = float(norm.ppf(0.5 + confidence / 2)) * float(np.sqrt(max(variance, 0.0)))
+    return max(0.0, roc_auc - half), min(1.0, roc_auc + half)
+
+
 def _utc_ns(values: pd.Series) -> pd.Series:
     # merge_asof needs both time columns in one dtype; Parquet round trips give microseconds, pandas nanoseconds.
     return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _auc(value: float | None, interval: tuple[float, float] | None) -> str:
+    return _number(value) if interval is None else f"{_number(value)} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _number(value: float | None, *, signed: bool = False) -> str:

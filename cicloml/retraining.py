@@ -5,10 +5,15 @@ late (30 days in the demo), so a retraining asked for the moment a window drifts
 again and produce the same model. `assess_freshness` compares the training frame with the champion's lineage before
 anything is fitted; a request that finds too little waits as a `PendingRetraining` in the state folder (one per model
 and window) until the quality check counts enough matured labels (`matured_labels_after`) and starts it again.
+
+A world that changed (a run of degraded windows from its onset, `degradation_onset`) is learned from the labels
+since the onset; the first model sees only a few of them, so while a `Regime` is kept for the champion the quality
+check asks for follow-ups as those labels grow (`Regime.follow_up`), until the gate finds no improvement.
 """
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from pydantic import BaseModel
 from cicloml.atomic import atomic_path
 from cicloml.estimation import PerformanceEstimate
 from cicloml.lineage import Lineage
+from cicloml.quality import WindowQuality
 from cicloml.spec import LabelsSpec, ProjectSpec
 
 
@@ -123,6 +129,8 @@ class PendingRetraining(BaseModel):
     """When the window's labels should have matured (window start + the label table's typical delay)."""
     skipped: str
     """The outcome line the skipped retraining reported."""
+    since: datetime | None = None
+    """The degradation's onset the request named, passed on when it starts again."""
 
     @property
     def key(self) -> str:
@@ -155,6 +163,82 @@ def clear_pending(state_dir: Path, request: PendingRetraining) -> None:
 
 def _file_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def degradation_onset(windows: Sequence[WindowQuality]) -> datetime | None:
+    """The start of the first window in the newest run of degraded windows, where the world the model knew ended;
+    None when the newest judged window did not degrade. Only judged windows count, in time order."""
+    judged = sorted((window for window in windows if window.judged), key=lambda window: window.window_start)
+    onset = None
+    for window in reversed(judged):
+        if not window.degraded:
+            break
+        onset = window.window_start
+    return onset
+
+
+def degradation_onsets(windows: Sequence[WindowQuality]) -> list[WindowQuality]:
+    """The degraded windows that start a run of degraded windows (judged windows in time order): one alert each."""
+    judged = sorted((window for window in windows if window.judged), key=lambda window: window.window_start)
+    return [window for i, window in enumerate(judged) if window.degraded and not (i and judged[i - 1].degraded)]
+
+
+class Regime(BaseModel):
+    """The world since a degradation's onset, being learned: the champion was trained on `trained_rows` labelled
+    rows from `onset` on (`retraining.since_onset`)."""
+
+    onset: datetime
+    trained_rows: int
+    model_tag: str
+
+    def follow_up(self, labels_since_onset: int, newest_label: datetime | None, spec: ProjectSpec) -> str | None:
+        """Why a follow-up retraining is due now (`retraining.follow_up_growth`), or None: the labels since the
+        onset have not grown enough yet, or already span the training window."""
+        growth = spec.retraining.follow_up_growth
+        if growth is None or newest_label is None or labels_since_onset < growth * self.trained_rows:
+            return None
+        window_days = spec.training.window_days
+        if window_days is not None and newest_label - self.onset >= timedelta(days=window_days):
+            return None
+        return (
+            f"follow-up: {labels_since_onset} labelled rows since the onset {self.onset:%Y-%m-%d %H:%M} UTC, "
+            f"{labels_since_onset / max(self.trained_rows, 1):.1f}x the {self.trained_rows} {self.model_tag} learned "
+            f"the new world from (retraining.follow_up_growth: {growth})"
+        )
+
+
+def labels_since(
+    labels: pd.DataFrame, spec: LabelsSpec, *, onset: datetime, known_by: datetime
+) -> tuple[int, datetime | None]:
+    """The labels whose event is at or after `onset` and which are known by `known_by`, and the newest event time
+    among them (None when there are none)."""
+    events = pd.to_datetime(labels[spec.event_time], utc=True)
+    since = events >= pd.Timestamp(onset)
+    if spec.available_time is not None:
+        since &= pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)
+    count = int(since.sum())
+    return count, (events[since].max().to_pydatetime() if count else None)
+
+
+def regime_path(state_dir: Path, model_name: str) -> Path:
+    return state_dir / "retraining" / model_name / "regime.json"
+
+
+def save_regime(state_dir: Path, model_name: str, regime: Regime) -> Path:
+    """Remember that the champion learned the world since an onset, for the quality check's follow-ups."""
+    path = regime_path(state_dir, model_name)
+    with atomic_path(path) as temporary:
+        temporary.write_text(regime.model_dump_json(indent=2))
+    return path
+
+
+def read_regime(state_dir: Path, model_name: str) -> Regime | None:
+    path = regime_path(state_dir, model_name)
+    return Regime.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def clear_regime(state_dir: Path, model_name: str) -> None:
+    regime_path(state_dir, model_name).unlink(missing_ok=True)
 
 
 class Impact(BaseModel):

@@ -167,6 +167,10 @@ class QualitySpec(_Section):
     match_within_hours: float = Field(24.0, gt=0.0)
     """A label belongs to a prediction for the same entity scored within this long of the label's event time."""
     retrain_on_drop: bool = True
+    confidence: float = Field(0.9, gt=0.0, lt=1.0)
+    """A window has degraded only when the upper end of its ROC AUC's interval at this confidence (Hanley and
+    McNeil's standard error) lies below the bar: a window of a few hundred labels dips below by chance now and
+    then."""
 
 
 class AlertsSpec(_Section):
@@ -186,6 +190,14 @@ class RetrainingSpec(_Section):
     min_new_labels: int = Field(200, ge=1)
     """Labelled rows newer than the champion's training data a retraining needs; a request with fewer waits
     (pending) until the quality check finds that many matured."""
+    since_onset: bool = True
+    """A retraining asked for by degraded windows trains on the labels from the first of them on (the degradation's
+    onset), when those pass the data checks and split: the outcomes before it describe a world that changed. Off:
+    the usual `training.window_days`."""
+    follow_up_growth: float | None = Field(4.0, gt=1.0)
+    """Once a model trained since an onset is champion, retrain again when the labels since the onset have grown
+    this many times over what it saw, until they span `training.window_days` or the gate finds no improvement:
+    the first model learned the new world from its first labels only. None: no follow-ups."""
 
 
 class SchedulesSpec(_Section):

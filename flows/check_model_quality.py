@@ -1,10 +1,13 @@
 """check-model-quality: delayed labels joined to the service's logged predictions → live quality per window.
 
 Drift says the inputs moved; labels say whether the model got worse. A window whose ROC AUC fell more than the spec
-allows below the model's own (on its test window, at training) is alerted in Slack once and requests retraining
-once. Each window's realized quality is held against the estimate its scores gave before labels: a drop the estimate
-did not foresee is named probable concept drift. Retraining requests that found no labels to learn from wait; this
-check starts them again once enough labels have matured.
+allows below the model's own (on its test window, at training) requests retraining once; Slack hears of the first
+window of each run of degraded windows, not of every window after it. Each window's realized quality is held against
+the estimate its scores gave before labels: a drop the estimate did not foresee is named probable concept drift. The
+retraining learns from the labels since the degradation's onset (the first window of its run of degraded windows)
+when they suffice. Retraining requests that found no labels to learn from wait; this check starts them again once
+enough labels have matured, and asks for follow-ups while a champion that learned a changed world from its first
+labels sees them grow.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -20,11 +23,12 @@ from cicloml.prediction_log import read_prediction_log
 from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import QualityReport, assess_quality, join_labels
 from cicloml.registry import ModelRegistry
+from cicloml.retraining import degradation_onset, degradation_onsets
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from cicloml.training import read_labels
 from flows.local import run_locally
-from flows.retraining import reconsider_pending, request_retraining
+from flows.retraining import follow_up, reconsider_pending, request_retraining
 from flows.runs import flow_run_url
 
 
@@ -55,7 +59,8 @@ class CheckQualityResult(BaseModel):
     rows_differ: list[datetime]
     """The windows whose profiled and logged rows differ (`cicloml.prediction_log.rows_disagreement` says why)."""
     alerts: list[str]
-    """Per degraded window: "sent", "already_sent" or "no_webhook"."""
+    """Per degraded window that starts a run of them (the windows after it in the run send nothing): "sent",
+    "already_sent" or "no_webhook"."""
     retrain: str
     """For the newest degraded window: "requested", "ran", "already_requested", "off" or "none"."""
     estimates: dict[datetime, PerformanceEstimate | None] = {}
@@ -64,6 +69,9 @@ class CheckQualityResult(BaseModel):
     """Degraded windows whose drop the estimate did not foresee: probable concept drift."""
     restarted_requests: list[str] = []
     """Waiting retraining requests (model@window) started again because their labels have matured."""
+    follow_up: str | None = None
+    """Why a follow-up retraining was asked for (the champion learned a changed world from its first labels, and
+    they have grown: `retraining.follow_up_growth`); None when none was."""
 
 
 @task
@@ -127,7 +135,7 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
     )
 
     alerts = []
-    for window in report.degraded_windows:
+    for window in degradation_onsets(report.windows):
         message = quality_message(
             report, window, flow_run_url=flow_run_url(), window_seconds=settings.profile_window_seconds
         )
@@ -147,6 +155,9 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
                 f"{'probable concept drift: ' if newest.concept_drift else ''}live ROC AUC of {model_tag} fell to "
                 f"{newest.metrics.roc_auc:.3f} ({report.baseline_roc_auc:.3f} at training)"
             )
+            onset = degradation_onset(report.windows)
+            if onset is not None and onset < newest.window_start:
+                reason += f", degraded since {onset:%Y-%m-%d %H:%M} UTC"
             retrain = request_retraining(
                 model_tag,
                 newest.window_start,
@@ -154,9 +165,12 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
                 check="quality",
                 in_process=params.retrain_in_process,
                 as_of=known_by,
+                since=onset,
             )
     # Requests that found no labels to learn from wait for them: start those whose labels have matured.
     restarted = reconsider_pending(spec, known_by, in_process=params.retrain_in_process)
+    # A champion that learned a changed world from its first labels: retrain again as they grow.
+    followed_up = follow_up(spec, known_by, in_process=params.retrain_in_process) if retrain == "none" else None
     return CheckQualityResult(
         model_tag=model_tag,
         baseline_roc_auc=report.baseline_roc_auc,
@@ -175,6 +189,7 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         estimates={window.window_start: window.estimate for window in report.windows},
         concept_drift_windows=[window.window_start for window in report.windows if window.concept_drift],
         restarted_requests=[request.key for request in restarted],
+        follow_up=followed_up,
     )
 
 

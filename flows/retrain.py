@@ -9,10 +9,19 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from cicloml.alerts import deferred_message, retrain_message, send_once
-from cicloml.retraining import PendingRetraining, clear_pending, label_delay, pending_requests, save_pending
+from cicloml.retraining import (
+    PendingRetraining,
+    Regime,
+    clear_pending,
+    clear_regime,
+    label_delay,
+    pending_requests,
+    save_pending,
+    save_regime,
+)
 from cicloml.serving import notify_server
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
@@ -34,7 +43,15 @@ class RetrainParams(BaseModel):
     window_start: datetime | None = None
     """The window the check found wanting."""
     check: str | None = None
-    """The check that asked: "drift", "quality" (or "skew"); None by hand."""
+    """The check that asked: "drift", "quality", "follow_up" (or "skew"); None by hand."""
+    since: datetime | None = None
+    """The onset of the degradation that asked (the quality check): train on the labels from it on, when they
+    suffice, and have the quality check follow up as they grow (`cicloml.retraining.Regime`)."""
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # the trigger's template renders a request without an onset as ""
 
 
 class RetrainResult(BaseModel):
@@ -60,9 +77,10 @@ def retrain(params: RetrainParams = RetrainParams()) -> RetrainResult:
     settings = get_settings()
     logger = get_run_logger()
     materialized = materialize_features(MaterializeParams(end=params.as_of))
-    trained = train(TrainParams(as_of=params.as_of, require_new_labels=True))
+    trained = train(TrainParams(as_of=params.as_of, require_new_labels=True, since=params.since))
     if trained.tag is None or trained.decision is None:
         return _defer(params, trained, materialized.rows)
+    _keep_regime(params, trained)
     # The requests waiting for new labels asked for this: a retraining on them (whatever the gate said).
     answered = pending_requests(settings.state_dir, trained.tag.split(":")[0])
     for request in answered:
@@ -99,6 +117,17 @@ def retrain(params: RetrainParams = RetrainParams()) -> RetrainResult:
     )
 
 
+def _keep_regime(params: RetrainParams, trained: TrainResult) -> None:
+    """A champion trained since an onset is followed up as the labels since it grow; a champion trained otherwise,
+    or a follow-up the gate found no better, ends that."""
+    settings, name = get_settings(), (trained.tag or "").split(":")[0]
+    if trained.promoted and params.since is not None and trained.rows_since is not None:
+        regime = Regime(onset=params.since, trained_rows=trained.rows_since, model_tag=trained.tag or "")
+        save_regime(settings.state_dir, name, regime)
+    elif trained.promoted or params.check == "follow_up":
+        clear_regime(settings.state_dir, name)
+
+
 def _defer(params: RetrainParams, trained: TrainResult, rows_materialized: int) -> RetrainResult:
     """Nothing new to learn from: keep a check's request waiting for its window's labels, and say when they are
     expected (the window's start plus the label table's typical delay)."""
@@ -121,6 +150,7 @@ def _defer(params: RetrainParams, trained: TrainResult, rows_materialized: int) 
             champion_cutoff=trained.freshness.champion_cutoff,
             labels_expected_from=expected,
             skipped=skipped,
+            since=params.since,
         )
         save_pending(settings.state_dir, request)
         waiting = (

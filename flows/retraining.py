@@ -26,14 +26,21 @@ from prefect.settings import PREFECT_API_URL
 
 from cicloml.alerts import alert_key, mark_once
 from cicloml.registry import ModelRegistry
-from cicloml.retraining import PendingRetraining, clear_pending, matured_labels_after, pending_requests
+from cicloml.retraining import (
+    PendingRetraining,
+    clear_pending,
+    labels_since,
+    matured_labels_after,
+    pending_requests,
+    read_regime,
+)
 from cicloml.settings import get_settings
 from cicloml.spec import ProjectSpec
 from cicloml.training import read_labels
 from flows.retrain import RetrainParams, retrain
 
 RETRAIN_EVENT = "cicloml.drift.detected"
-Check = Literal["drift", "skew", "quality"]
+Check = Literal["drift", "skew", "quality", "follow_up"]
 
 
 def request_retraining(
@@ -45,8 +52,10 @@ def request_retraining(
     check: Check,
     in_process: bool | None = None,
     as_of: datetime | None = None,
+    since: datetime | None = None,
 ) -> str:
-    """Ask once for a retraining because `check` found `model_tag` wanting in the window starting `window_start`.
+    """Ask once for a retraining because `check` found `model_tag` wanting in the window starting `window_start`
+    (since `since`, the degradation's onset, when the quality check knows it).
 
     Returns "requested" (event emitted), "ran" (`in_process`: the retrain flow ran here) or "already_requested".
     `in_process` defaults to whether no Prefect server is configured (PREFECT_API_URL unset): a temporary server
@@ -55,7 +64,26 @@ def request_retraining(
     """
     if not mark_once(get_settings().alerts_dir, f"retrain-request:{alert_key(model_tag, window_start)}"):
         return "already_requested"
-    return _start(model_tag, window_start, reason, details, check=check, in_process=in_process, as_of=as_of)
+    return _start(
+        model_tag, window_start, reason, details, check=check, in_process=in_process, as_of=as_of, since=since
+    )
+
+
+def follow_up(spec: ProjectSpec, known_by: datetime, *, in_process: bool | None = None) -> str | None:
+    """Ask for a follow-up retraining when the champion learned the world since an onset from few of its labels
+    and they have grown (`cicloml.retraining.Regime.follow_up`); return why, or None."""
+    settings = get_settings()
+    champion = ModelRegistry(settings, spec.name).champion()
+    regime = read_regime(settings.state_dir, spec.name)
+    if champion is None or regime is None or regime.model_tag != champion:
+        return None
+    count, newest = labels_since(read_labels(settings, spec.labels), spec.labels, onset=regime.onset, known_by=known_by)
+    reason = regime.follow_up(count, newest, spec)
+    if reason is not None:
+        request_retraining(
+            champion, regime.onset, reason, check="follow_up", in_process=in_process, as_of=known_by, since=regime.onset
+        )
+    return reason
 
 
 def reconsider_pending(
@@ -89,6 +117,7 @@ def reconsider_pending(
             in_process=in_process,
             as_of=known_by,
             attempt="labels-matured",
+            since=request.since,
         )
     return waiting
 
@@ -103,9 +132,13 @@ def _start(
     in_process: bool | None,
     as_of: datetime | None,
     attempt: str | None = None,
+    since: datetime | None = None,
 ) -> str:
     if PREFECT_API_URL.value() is None if in_process is None else in_process:
-        retrain(RetrainParams(reason=reason, as_of=as_of, model_tag=model_tag, window_start=window_start, check=check))
+        params = RetrainParams(
+            reason=reason, as_of=as_of, model_tag=model_tag, window_start=window_start, check=check, since=since
+        )
+        retrain(params)
         return "ran"
     window = window_start.isoformat()
     # The trigger starts one run per model and window for a week; a second attempt (the labels a deferred request
@@ -120,6 +153,7 @@ def _start(
             "check": check,
             "model_tag": model_tag,
             "window_start": window,
+            "since": since.isoformat() if since else "",
             "details": dict(details or {}),
         },
     )

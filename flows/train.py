@@ -1,4 +1,7 @@
-"""train: features → checks → time split → anything new? → fit → calibrate → evaluate → gate → register → promote."""
+"""train: features → checks → time split → anything new? → fit → calibrate → evaluate → gate → register → promote.
+
+A retraining that answers a degradation passes its onset (`since`): the labels from it on, when they suffice.
+"""
 
 from datetime import datetime, timezone
 from pathlib import Path
@@ -9,15 +12,24 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
+from cicloml.checks import validate_training_frame
 from cicloml.contract import FeatureContract
+from cicloml.errors import DataError
 from cicloml.feature_store import open_store
 from cicloml.gate import GateDecision, PairedComparison, compare_paired, decide_promotion
 from cicloml.lineage import splits_fingerprint
 from cicloml.registry import ModelRegistry
 from cicloml.retraining import Freshness, assess_freshness, spec_fingerprint
 from cicloml.settings import get_settings
-from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
-from cicloml.training import Evaluation, read_labels, recency_weights, select_training_window, split_by_time
+from cicloml.spec import LightningModelSpec, ProjectSpec, SklearnModelSpec, load_spec
+from cicloml.training import (
+    Evaluation,
+    TimeSplit,
+    read_labels,
+    recency_weights,
+    select_training_window,
+    split_by_time,
+)
 from flows import tasks
 from flows.local import run_locally
 from flows.runners import ConfiguredTaskRunner
@@ -35,6 +47,9 @@ class TrainParams(BaseModel):
     require_new_labels: bool = False
     """A requested retraining: fit only with at least `retraining.min_new_labels` labelled rows newer than the
     champion's (or other settings than the champion's). Any run skips data and settings identical to the champion's."""
+    since: datetime | None = None
+    """A degradation's onset: train on the labels from it on when they pass the data checks and the split (else on
+    the whole window, and the log says why); `retraining.since_onset` off ignores it."""
 
 
 class TrainResult(BaseModel):
@@ -45,6 +60,8 @@ class TrainResult(BaseModel):
     skipped: str | None = None
     """Why nothing was fitted (no labelled data newer than the champion's), or None."""
     freshness: Freshness
+    rows_since: int | None = None
+    """With `since`: the labelled rows from the onset on that the model trained, tuned or was tested on."""
 
 
 @flow(name="train", task_runner=ConfiguredTaskRunner())
@@ -66,15 +83,19 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     frame = tasks.fetch_training_frame(store, contract, labels, spec.labels, known_by=params.as_of or _now())
     frame = select_training_window(frame, time_column, spec.training.window_days)
     frame, schema = tasks.encode_training_frame(frame, contract.schema(), time_column)
-    tasks.validate_training_frame(
-        frame, label=label, keys=[*schema.entity_keys, time_column], features=schema.features, limits=spec.checks
-    )
-    split = split_by_time(
-        frame,
-        time_column,
-        validation_fraction=spec.training.validation_fraction,
-        test_fraction=spec.training.test_fraction,
-    )
+    keys = [*schema.entity_keys, time_column]
+    since = params.since if spec.retraining.since_onset else None
+    split = None
+    if since is not None:
+        recent = frame[pd.to_datetime(frame[time_column], utc=True) >= pd.Timestamp(since)]
+        try:  # the library's checks, not the task's: too few labels since the onset is an answer, not a failure
+            validate_training_frame(recent, label=label, keys=keys, features=schema.features, limits=spec.checks)
+            frame, split = recent, _split_by_time(recent, spec, time_column)
+        except DataError as error:
+            get_run_logger().info("the labels since the onset %s do not suffice (%s): the whole window", since, error)
+    if split is None:
+        tasks.validate_training_frame(frame, label=label, keys=keys, features=schema.features, limits=spec.checks)
+        split = _split_by_time(frame, spec, time_column)
     splits = {"train": split.train, "validation": split.validation, "test": split.test}
 
     seed = spec.training.seed if params.seed is None else params.seed
@@ -93,6 +114,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         skipped = f"no labelled data to learn from: {freshness.describe()} (retraining.min_new_labels: {minimum})"
         get_run_logger().info("skipped: %s", skipped)
         return TrainResult(tag=None, promoted=False, decision=None, skipped=skipped, freshness=freshness)
+    rows_since = None if since is None else int((pd.to_datetime(frame[time_column], utc=True) >= since).sum())
 
     weights = recency_weights(split.train[time_column], spec.training.recency_half_life_days)
     model = tasks.fit_model(split.train, label, schema, model_spec, seed, sample_weight=weights)
@@ -141,7 +163,16 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     create_markdown_artifact(key="evaluation", markdown=report, description=tag)
     create_markdown_artifact(key="promotion-gate", markdown=decision.markdown(tag), description=decision.label)
     get_run_logger().info("%s: gate %s (%s)", tag, decision.label, "; ".join(decision.reasons))
-    return TrainResult(tag=tag, promoted=decision.promote, decision=decision, freshness=freshness)
+    return TrainResult(
+        tag=tag, promoted=decision.promote, decision=decision, freshness=freshness, rows_since=rows_since
+    )
+
+
+def _split_by_time(frame: pd.DataFrame, spec: ProjectSpec, time_column: str) -> TimeSplit:
+    training = spec.training
+    return split_by_time(
+        frame, time_column, validation_fraction=training.validation_fraction, test_fraction=training.test_fraction
+    )
 
 
 def _compare_on(

@@ -72,7 +72,7 @@ def test_retraining_requests_for_one_window_start_one_run(tmp_path: Path) -> Non
         assert [version.tag for version in registry.versions()][0] == champion and len(registry.versions()) == 2
         assert [body["text"].split(":")[0] for body in slack.bodies] == ["Retrained churn"]
         params = run.parameters["params"]
-        assert (params["model_tag"], params["check"]) == (champion, "drift")
+        assert (params["model_tag"], params["check"], params["since"]) == (champion, "drift", "")  # no onset: drift
         assert datetime.fromisoformat(params["window_start"]) == WINDOW
 
         # Another window is another retraining: its event starts a second run (left scheduled: the worker is gone).

@@ -51,6 +51,7 @@ def test_retraining_is_triggered_by_the_drift_event_once_per_model_and_window_on
             "check": "{{ event.payload.check }}",
             "model_tag": "{{ event.resource.name }}",
             "window_start": "{{ event.payload.window_start }}",
+            "since": "{{ event.payload.since }}",
         }
     }
     assert retrain["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}

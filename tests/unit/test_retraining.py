@@ -9,10 +9,14 @@ import pytest
 from cicloml.estimation import PerformanceEstimate
 from cicloml.lineage import Lineage
 from cicloml.models.preprocessing import FeatureSchema
+from cicloml.quality import WindowQuality
 from cicloml.retraining import (
     PendingRetraining,
+    Regime,
     assess_freshness,
     clear_pending,
+    degradation_onset,
+    degradation_onsets,
     estimated_impact,
     label_delay,
     matured_labels_after,
@@ -181,3 +185,48 @@ def test_drift_asks_for_retraining_only_when_the_estimated_drop_is_beyond_doubt(
 def test_without_an_estimate_drift_alone_asks():
     impact = estimated_impact(None, baseline_roc_auc=0.8, max_drop=0.05)
     assert impact.retrain and "no performance estimate" in impact.reason
+
+
+def window(day: int, *, judged: bool = True, degraded: bool = False) -> WindowQuality:
+    return WindowQuality(
+        window_start=T0 + timedelta(days=day),
+        predictions=500,
+        labelled=500 if judged else 10,
+        metrics=None,
+        judged=judged,
+        degraded=degraded,
+    )
+
+
+def test_the_onset_is_the_first_window_of_the_newest_degraded_run():
+    windows = [window(1, degraded=True), window(2), window(3, degraded=True), window(4, judged=False)]
+    windows += [window(5, degraded=True)]
+    assert degradation_onset(windows[::-1]) == T0 + timedelta(days=3)  # unjudged windows neither break nor extend
+    assert degradation_onset([*windows, window(6)]) is None  # the newest judged window held
+    assert degradation_onset([]) is None
+
+
+def test_follow_ups_come_as_the_labels_since_the_onset_grow_and_stop_once_they_fill_the_window():
+    spec = ProjectSpec.model_validate(
+        {
+            "name": "churn",
+            "features": {"entity": "customer", "feature_service": "churn_v1"},
+            "labels": LABELS,
+            "training": {"window_days": 35},
+            "retraining": {"follow_up_growth": 4.0},
+        }
+    )
+    regime = Regime(onset=T0, trained_rows=1000, model_tag="churn:a")
+    assert regime.follow_up(3999, T0 + timedelta(days=4), spec) is None
+    reason = regime.follow_up(4000, T0 + timedelta(days=4), spec)
+    assert reason is not None and "4000 labelled rows since the onset" in reason and "4.0x the 1000" in reason
+    assert regime.follow_up(40_000, T0 + timedelta(days=35), spec) is None  # the window holds only the new world
+    off = spec.model_copy(update={"retraining": spec.retraining.model_copy(update={"follow_up_growth": None})})
+    assert regime.follow_up(40_000, T0 + timedelta(days=4), off) is None
+
+
+def test_one_alert_per_run_of_degraded_windows():
+    windows = [window(1, degraded=True), window(2, degraded=True), window(3), window(4, degraded=True)]
+    windows += [window(5, judged=False), window(6, degraded=True)]
+    onsets = [found.window_start - T0 for found in degradation_onsets(windows[::-1])]
+    assert onsets == [timedelta(days=1), timedelta(days=4)]  # an unjudged window does not break the run 4–6
