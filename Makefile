@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-estimation bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint backtest bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-estimation bench-loop bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ bench-drift: $(INSTALLED) ## Drift detection quality and cost on seeded data, be
 bench-estimation: $(INSTALLED) ## Estimated vs realized ROC AUC before labels on the demo world, beside NannyML (JSON)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench-cbpe]'
 	$(BIN)/python benchmarks/bench_estimation.py
+
+bench-loop: $(INSTALLED) ## The loop replayed over 20 seeded worlds: cicloml's rules beside weekly, never, oracle (JSON)
+	$(BIN)/python benchmarks/bench_loop.py
+
+backtest: $(INSTALLED) ## Replay 16 weeks of a seeded world under each retraining policy; picture and page in the state folder
+	$(BIN)/python -m cicloml backtest $(BACKTEST_ARGS)
 
 bench-training: $(INSTALLED) ## Measure Prefect's share of the train flow and batch-scoring rows/s (prints JSON)
 	@mkdir -p $(PREFECT_HOME)

@@ -572,7 +572,8 @@ class _PolicyState:
     rows: list[DayRow] = field(default_factory=list)
     served: list[np.ndarray] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
-    requested_windows: set[tuple[str, int]] = field(default_factory=set)
+    requested_windows: set[tuple[str, int | str]] = field(default_factory=set)
+    """(champion, day) of each quality request, (champion, "follow_up") of each follow-up: one request each."""
     judged: dict[int, WindowQuality] = field(default_factory=dict)
     """The champion's days judged by the quality check."""
     incident: Incident | None = None
@@ -836,11 +837,14 @@ class _Engine:
 
     def follow_up_request(self, state: _PolicyState, day: int) -> str | None:
         """Why the champion, trained since a degradation's onset, is due a follow-up (`Regime.follow_up`), or None."""
-        if state.regime is None:
+        if state.regime is None or (state.champion.id, "follow_up") in state.requested_windows:
             return None
         known_by = self.known_by(day).to_pydatetime()
         since, newest = labels_since(self.world.frame, LABELS, onset=state.regime.onset, known_by=known_by)
-        return state.regime.follow_up(since, newest, self.spec)
+        reason = state.regime.follow_up(since, newest, self.spec)
+        if reason is not None:  # once per champion, as the quality check's request ledger allows
+            state.requested_windows.add((state.champion.id, "follow_up"))
+        return reason
 
     def labels_matured(self, state: _PolicyState, day: int) -> int:
         """Labels newer than the champion's cutoff known by the end of `day`."""

@@ -223,7 +223,7 @@ def _step_activity(rng: np.random.Generator, latest: pd.DataFrame, at: datetime)
     snapshot["created_timestamp"] = stamp
     snapshot["tenure_days"] = snapshot["tenure_days"] + days
     charges = snapshot["monthly_charges"].fillna(snapshot["monthly_charges"].median())
-    snapshot["monthly_charges"] = np.round(charges + rng.normal(0, 0.6, n), 2)
+    snapshot["monthly_charges"] = np.round(np.clip(charges + rng.normal(0, 0.6, n), 10, None), 2)  # as the history
     # Mean-reverting in log space (AR(1)) with the history's log mean and spread: a random walk would widen usage's
     # spread day after day, so that an unchanged world drifted from its own training data within weeks.
     log_usage = np.log(np.clip(snapshot["usage_minutes_7d"].to_numpy(dtype=float), 1.0, None))
