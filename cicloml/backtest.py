@@ -572,6 +572,8 @@ class _PolicyState:
     rows: list[DayRow] = field(default_factory=list)
     served: list[np.ndarray] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    pending_since: pd.Timestamp | None = None
+    """The onset the waiting requests named: they wait for the labels since it."""
     requested_windows: set[tuple[str, int | str]] = field(default_factory=set)
     """(champion, day) of each quality request, (champion, "follow_up") of each follow-up: one request each."""
     judged: dict[int, WindowQuality] = field(default_factory=dict)
@@ -627,15 +629,15 @@ class _Engine:
         frame = self.world.training_frame(as_of, label_delay=policy.label_delay)
         frame = select_training_window(frame, time, self.spec.training.window_days)
         frame, schema = encode_training_frame(frame, SCHEMA, time)
-        prepared, note = None, ""
         if since is not None:
-            try:
-                prepared = self._prepare(frame[frame[time] >= since], schema)
-            except DataError as error:
-                note = f" (the labels since the onset {since:%Y-%m-%d} do not suffice: {error}; the whole window)"
+            frame = frame[frame[time] >= since]
         try:
-            frame, split = prepared or self._prepare(frame, schema)
+            frame, split = self._prepare(frame, schema)
         except DataError as error:
+            if since is not None:  # as the train flow: a request waits for the labels since the onset
+                return _Training(
+                    None, f"training skipped: the labels since the onset {since:%Y-%m-%d} do not suffice yet: {error}"
+                )
             return _Training(None, f"training skipped: failed: {error}")
         splits = {"train": split.train, "validation": split.validation, "test": split.test}
         fingerprint = splits_fingerprint(splits)
@@ -670,11 +672,8 @@ class _Engine:
             gate=decision.reasons,
         )
         verdict = "promoted" if decision.promote else "rejected"
-        since_onset = f" since the onset {since:%Y-%m-%d}" if prepared is not None and since is not None else note
-        learned = int((frame[time] >= since).sum()) if since is not None else 0
-        return _Training(
-            record, f"trained {record.id} on {sum(record.rows.values())} rows{since_onset}: {verdict}", since, learned
-        )
+        since_onset = f" since the onset {since:%Y-%m-%d}" if since is not None else ""
+        return _Training(record, f"trained {record.id} on {len(frame)} rows{since_onset}: {verdict}", since, len(frame))
 
     def _prepare(self, frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, TimeSplit]:
         """The data checks and the split by time, as the train flow runs them."""
@@ -892,6 +891,7 @@ class _Engine:
             matured = self.labels_matured(state, day)
             if matured >= self.spec.retraining.min_new_labels:
                 requests.append("pending")
+                since = since or state.pending_since
                 notes.append(
                     f"{len(state.pending)} waiting request(s) retried: {matured} labels newer than "
                     f"{champion.id}'s have matured"
@@ -908,9 +908,11 @@ class _Engine:
                 skipped = True
                 if policy.freshness and evidence:
                     state.pending.extend(evidence)
+                    state.pending_since = since
             else:
                 trained = True
                 state.pending.clear()  # answered: a retraining on new labels, whatever the gate said
+                state.pending_since = None
                 state.models.append(outcome.record)
                 if outcome.record.promoted:
                     promoted, promoted_same_data = True, outcome.record.promoted_same_data

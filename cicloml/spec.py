@@ -194,7 +194,7 @@ class RetrainingSpec(_Section):
     """A retraining asked for by degraded windows trains on the labels from the first of them on (the degradation's
     onset), when those pass the data checks and split: the outcomes before it describe a world that changed. Off:
     the usual `training.window_days`."""
-    follow_up_growth: float | None = Field(4.0, gt=1.0)
+    follow_up_growth: float | None = Field(3.0, gt=1.0)
     """Once a model trained since an onset is champion, retrain again when the labels since the onset have grown
     this many times over what it saw, until they span `training.window_days` or the gate finds no improvement:
     the first model learned the new world from its first labels only. None: no follow-ups."""

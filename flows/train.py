@@ -48,8 +48,8 @@ class TrainParams(BaseModel):
     """A requested retraining: fit only with at least `retraining.min_new_labels` labelled rows newer than the
     champion's (or other settings than the champion's). Any run skips data and settings identical to the champion's."""
     since: datetime | None = None
-    """A degradation's onset: train on the labels from it on when they pass the data checks and the split (else on
-    the whole window, and the log says why); `retraining.since_onset` off ignores it."""
+    """A degradation's onset: train on the labels from it on; until they pass the data checks and the split, fit
+    nothing (skipped: the retraining waits for them). `retraining.since_onset` off ignores it."""
 
 
 class TrainResult(BaseModel):
@@ -85,14 +85,14 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     frame, schema = tasks.encode_training_frame(frame, contract.schema(), time_column)
     keys = [*schema.entity_keys, time_column]
     since = params.since if spec.retraining.since_onset else None
-    split = None
+    split, waiting = None, None
     if since is not None:
         recent = frame[pd.to_datetime(frame[time_column], utc=True) >= pd.Timestamp(since)]
         try:  # the library's checks, not the task's: too few labels since the onset is an answer, not a failure
             validate_training_frame(recent, label=label, keys=keys, features=schema.features, limits=spec.checks)
             frame, split = recent, _split_by_time(recent, spec, time_column)
         except DataError as error:
-            get_run_logger().info("the labels since the onset %s do not suffice (%s): the whole window", since, error)
+            waiting = f"the labels since the onset {since:%Y-%m-%d %H:%M} UTC do not suffice yet: {error}"
     if split is None:
         tasks.validate_training_frame(frame, label=label, keys=keys, features=schema.features, limits=spec.checks)
         split = _split_by_time(frame, spec, time_column)
@@ -110,8 +110,10 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         spec_fingerprint=settings_fingerprint,
     )
     minimum = spec.retraining.min_new_labels
-    if freshness.nothing_to_learn(minimum, requested=params.require_new_labels):
-        skipped = f"no labelled data to learn from: {freshness.describe()} (retraining.min_new_labels: {minimum})"
+    if waiting or freshness.nothing_to_learn(minimum, requested=params.require_new_labels):
+        skipped = waiting or (
+            f"no labelled data to learn from: {freshness.describe()} (retraining.min_new_labels: {minimum})"
+        )
         get_run_logger().info("skipped: %s", skipped)
         return TrainResult(tag=None, promoted=False, decision=None, skipped=skipped, freshness=freshness)
     rows_since = None if since is None else int((pd.to_datetime(frame[time_column], utc=True) >= since).sum())

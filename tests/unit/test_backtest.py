@@ -1,5 +1,6 @@
 """The backtest engine: a short seeded world replayed under each retraining policy, in process."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,24 @@ def test_every_day_records_what_was_served_estimated_and_realized(result: Backte
         assert policy.summary.mean_roc_auc == pytest.approx(np.mean(realized))
         assert policy.summary.days_below_tolerance == sum(value < result.tolerance for value in realized)
         assert policy.summary.alerts == sum(row.alert for row in policy.days)
+
+
+@pytest.mark.slow
+def test_cicloml_learns_a_changed_world_from_the_labels_since_its_onset(spec: ProjectSpec):
+    # Who churns changes on day 7; its labels mature from day 37. The quality check finds the run of degraded days
+    # and its onset; the request waits until the labels since the onset can be split, trains on those alone, and
+    # follows up once they have grown retraining.follow_up_growth times.
+    world = BacktestWorld(weeks=8, customers=1000, timeline=[(7, None, "competitor_offer")])
+    cicloml = run_backtest(spec, world, policies=["cicloml"]).policy("cicloml")
+    assert all(row.day >= 37 for row in cicloml.days if row.requests)  # nothing to act on before the labels
+    waited = [row for row in cicloml.days if row.skipped]
+    assert waited and all(
+        "since the onset" in row.notes[-1] and "do not suffice yet" in row.notes[-1] for row in waited
+    )
+    first, follow_up = [row for row in cicloml.days if row.trained and row.day > 0]
+    assert "quality" in first.requests and first.promoted
+    onset = world.start + timedelta(days=7)
+    assert first.notes[-1].endswith(f"rows since the onset {onset:%Y-%m-%d}: promoted"), first.notes
+    assert follow_up.requests == ["follow_up"] and follow_up.day > first.day
+    first_rows, follow_up_rows = (sum(model.rows.values()) for model in cicloml.models[1:])
+    assert follow_up_rows >= spec.retraining.follow_up_growth * first_rows
