@@ -272,7 +272,7 @@ def _draw_strip(axes: Axes, policy: PolicyResult, runs: list[_Run], colour: str)
     for first, end in _incidents(policy.days):
         axes.plot([first, end], [_ROWS["alert"]] * 2, color=ALERT_OPENED, lw=1.5, alpha=0.45, zorder=2)
     mark(at(lambda row: row.alert), "alert", marker="^", s=30, color=ALERT_OPENED, lw=0)
-    cleared = at(lambda row: getattr(row, "alert_cleared", False))  # DayRow says so where it has the field
+    cleared = at(lambda row: row.alert_cleared)
     mark(cleared, "alert", marker="v", s=30, facecolor="none", edgecolor=ALERT_CLEARED, lw=1.2)
     mark(at(lambda row: row.trained), "trained", marker="o", s=26, color=colour, lw=0)
     mark(at(lambda row: row.skipped), "trained", marker="x", s=22, color="#888888", lw=1.2)
@@ -294,15 +294,13 @@ def _draw_strip(axes: Axes, policy: PolicyResult, runs: list[_Run], colour: str)
 
 
 def _incidents(rows: list[DayRow]) -> list[tuple[float, float]]:
-    """(x opened, x cleared or the world's end) of each drift incident; none where the rows do not say when one
-    cleared (before `DayRow.alert_cleared`, an alert was every drifted day, not an incident)."""
-    if not rows or not hasattr(rows[0], "alert_cleared"):
-        return []
-    spans, opened = [], None
+    """(x opened, x cleared or the world's end) of each drift incident."""
+    spans: list[tuple[float, float]] = []
+    opened: float | None = None
     for row in rows:
         if row.alert and opened is None:
             opened = row.day + 0.5
-        if getattr(row, "alert_cleared", False) and opened is not None:
+        if row.alert_cleared and opened is not None:
             spans.append((opened, row.day + 0.5))
             opened = None
     if opened is not None:
@@ -474,7 +472,7 @@ def _training_cell(row: DayRow) -> str:
 
 
 def _alert_cell(row: DayRow) -> str:
-    words = (["opened"] if row.alert else []) + (["cleared"] if getattr(row, "alert_cleared", False) else [])
+    words = (["opened"] if row.alert else []) + (["cleared"] if row.alert_cleared else [])
     return ", ".join(words)
 
 
