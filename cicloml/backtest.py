@@ -65,7 +65,6 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from cicloml.checks import validate_training_frame
 from cicloml.demo.churn import (
     LABEL_DELAY,
     DemoTables,
@@ -90,7 +89,8 @@ from cicloml.retraining import (
     Regime,
     assess_freshness,
     degradation_onset,
-    estimated_impact,
+    drift_impact,
+    drift_retraining,
     labels_since,
     matured_labels_after,
     spec_fingerprint,
@@ -99,13 +99,14 @@ from cicloml.spec import GatesSpec, LabelsSpec, ProjectSpec
 from cicloml.training import (
     Evaluation,
     TimeSplit,
+    checked_split,
     encode_training_frame,
     evaluate_model,
     fit_model,
     recency_weights,
     score,
     select_training_window,
-    split_by_time,
+    since_onset,
 )
 
 ENTITY = "customer_id"
@@ -504,18 +505,11 @@ def drift_requests_retraining(report: DriftReport, policy: Policy, spec: Project
     """Whether a drifted day asks `policy` for retraining, and why (None: no drift); as detect-drift decides it."""
     if not report.drifted:
         return None
-    if report.check == "skew":
-        return Impact(retrain=False, reason="training/serving skew: retraining on the same pipeline would not fix it")
-    rule = policy.on_drift
-    if rule == "spec":
-        if not spec.drift.retrain_on_drift:
-            return Impact(retrain=False, reason="drift.retrain_on_drift is off")
-        rule = spec.drift.retrain_when
-    if rule == "off":
+    if report.check == "drift" and policy.on_drift == "off":
         return Impact(retrain=False, reason=f"the {policy.name} policy does not retrain on drift")
-    if rule == "any_drift":
-        return Impact(retrain=True, reason="any drift asks")
-    return estimated_impact(report.performance, report.baseline_roc_auc, spec.quality.max_drop)
+    if policy.on_drift in ("spec", "off"):
+        return drift_retraining(report, spec)
+    return drift_impact(report, spec, policy.on_drift)
 
 
 def summarize(rows: Sequence[DayRow], models: Sequence[ModelRecord], tolerance: float) -> PolicySummary:
@@ -623,16 +617,16 @@ class _Engine:
         requested: bool,
         since: pd.Timestamp | None = None,
     ) -> _Training:
-        """The train flow's sequence as of `as_of` (on the labels from `since` on, when they suffice); a record of the
+        """The train flow's sequence as of `as_of` (on the labels from `since` on, once they suffice); a record of the
         fitted model, or None with why nothing was."""
         time = EVENT_TIME
         frame = self.world.training_frame(as_of, label_delay=policy.label_delay)
         frame = select_training_window(frame, time, self.spec.training.window_days)
         frame, schema = encode_training_frame(frame, SCHEMA, time)
         if since is not None:
-            frame = frame[frame[time] >= since]
+            frame = since_onset(frame, time, since)
         try:
-            frame, split = self._prepare(frame, schema)
+            split = checked_split(frame, schema, LABEL, time, self.spec)
         except DataError as error:
             if since is not None:  # as the train flow: a request waits for the labels since the onset
                 return _Training(
@@ -672,23 +666,10 @@ class _Engine:
             gate=decision.reasons,
         )
         verdict = "promoted" if decision.promote else "rejected"
-        since_onset = f" since the onset {since:%Y-%m-%d}" if since is not None else ""
-        return _Training(record, f"trained {record.id} on {len(frame)} rows{since_onset}: {verdict}", since, len(frame))
-
-    def _prepare(self, frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, TimeSplit]:
-        """The data checks and the split by time, as the train flow runs them."""
-        validate_training_frame(
-            frame,
-            label=LABEL,
-            keys=[*schema.entity_keys, EVENT_TIME],
-            features=schema.features,
-            limits=self.spec.checks,
+        learned_from = f" since the onset {since:%Y-%m-%d}" if since is not None else ""
+        return _Training(
+            record, f"trained {record.id} on {len(frame)} rows{learned_from}: {verdict}", since, len(frame)
         )
-        training = self.spec.training
-        split = split_by_time(
-            frame, EVENT_TIME, validation_fraction=training.validation_fraction, test_fraction=training.test_fraction
-        )
-        return frame, split
 
     def _fit(self, fingerprint: str, split: TimeSplit, schema: FeatureSchema) -> _Fit:
         """Fit, tune, calibrate, evaluate and profile, once per data fingerprint."""

@@ -16,11 +16,13 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel
 
 from cicloml.atomic import atomic_path
+from cicloml.drift import DriftReport
 from cicloml.estimation import PerformanceEstimate
 from cicloml.lineage import Lineage
 from cicloml.quality import WindowQuality
@@ -108,9 +110,14 @@ def label_delay(labels: pd.DataFrame, spec: LabelsSpec) -> timedelta | None:
 def matured_labels_after(labels: pd.DataFrame, spec: LabelsSpec, *, after: datetime, known_by: datetime) -> int:
     """Labels whose event is newer than `after` and which are known by `known_by`."""
     newer = pd.to_datetime(labels[spec.event_time], utc=True) > pd.Timestamp(after)
-    if spec.available_time is not None:
-        newer &= pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)
-    return int(newer.sum())
+    return int((newer & _known(labels, spec, known_by)).sum())
+
+
+def _known(labels: pd.DataFrame, spec: LabelsSpec, known_by: datetime) -> pd.Series:
+    """Which labels are known by `known_by` (all of them when the table records no available time)."""
+    if spec.available_time is None:
+        return pd.Series(True, index=labels.index)
+    return pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)
 
 
 class PendingRetraining(BaseModel):
@@ -167,20 +174,20 @@ def _file_name(key: str) -> str:
 
 def degradation_onset(windows: Sequence[WindowQuality]) -> datetime | None:
     """The start of the first window in the newest run of degraded windows, where the world the model knew ended;
-    None when the newest judged window did not degrade. Only judged windows count, in time order."""
-    judged = sorted((window for window in windows if window.judged), key=lambda window: window.window_start)
-    onset = None
-    for window in reversed(judged):
-        if not window.degraded:
-            break
-        onset = window.window_start
-    return onset
+    None when the newest judged window did not degrade."""
+    judged = _judged(windows)
+    return degradation_onsets(judged)[-1].window_start if judged and judged[-1].degraded else None
 
 
 def degradation_onsets(windows: Sequence[WindowQuality]) -> list[WindowQuality]:
-    """The degraded windows that start a run of degraded windows (judged windows in time order): one alert each."""
-    judged = sorted((window for window in windows if window.judged), key=lambda window: window.window_start)
+    """The degraded windows that start a run of degraded windows: one alert each."""
+    judged = _judged(windows)
     return [window for i, window in enumerate(judged) if window.degraded and not (i and judged[i - 1].degraded)]
+
+
+def _judged(windows: Sequence[WindowQuality]) -> list[WindowQuality]:
+    """The judged windows in time order: only they count (an unjudged one neither breaks nor extends a run)."""
+    return sorted((window for window in windows if window.judged), key=lambda window: window.window_start)
 
 
 class Regime(BaseModel):
@@ -213,9 +220,7 @@ def labels_since(
     """The labels whose event is at or after `onset` and which are known by `known_by`, and the newest event time
     among them (None when there are none)."""
     events = pd.to_datetime(labels[spec.event_time], utc=True)
-    since = events >= pd.Timestamp(onset)
-    if spec.available_time is not None:
-        since &= pd.to_datetime(labels[spec.available_time], utc=True) <= pd.Timestamp(known_by)
+    since = (events >= pd.Timestamp(onset)) & _known(labels, spec, known_by)
     count = int(since.sum())
     return count, (events[since].max().to_pydatetime() if count else None)
 
@@ -246,6 +251,25 @@ class Impact(BaseModel):
 
     retrain: bool
     reason: str
+
+
+def drift_retraining(report: DriftReport, spec: ProjectSpec) -> Impact:
+    """Whether a drifted window asks for retraining, and why, as the spec says: `drift.retrain_on_drift`, then
+    `drift.retrain_when` (`drift_impact`)."""
+    if report.check == "drift" and not spec.drift.retrain_on_drift:
+        return Impact(retrain=False, reason="drift.retrain_on_drift is off")
+    return drift_impact(report, spec, spec.drift.retrain_when)
+
+
+def drift_impact(report: DriftReport, spec: ProjectSpec, when: Literal["any_drift", "estimated_drop"]) -> Impact:
+    """Whether a drifted window asks for retraining under rule `when`: on any drift, or only on an estimated drop
+    beyond its uncertainty (`estimated_impact`). Skew never asks: it comes from computing features differently when
+    serving, which retraining on the same pipeline would not fix."""
+    if report.check == "skew":
+        return Impact(retrain=False, reason="training/serving skew: retraining on the same pipeline would not fix it")
+    if when == "any_drift":
+        return Impact(retrain=True, reason="drift.retrain_when: any_drift")
+    return estimated_impact(report.performance, report.baseline_roc_auc, spec.quality.max_drop)
 
 
 def estimated_impact(estimate: PerformanceEstimate | None, baseline_roc_auc: float | None, max_drop: float) -> Impact:

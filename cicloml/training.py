@@ -1,11 +1,13 @@
 """Training: read labels, split a frame by time, fit the configured model family, tune and evaluate it."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from cicloml.checks import validate_training_frame
 from cicloml.errors import ConfigError, DataError
 from cicloml.estimation import Calibration, fit_calibration
 from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
@@ -14,7 +16,7 @@ from cicloml.models.preprocessing import FeatureSchema
 from cicloml.profiling import SCORE_COLUMN, DatasetProfileView, profile_frame
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
-from cicloml.spec import LabelsSpec, LightningModelSpec, SklearnModelSpec
+from cicloml.spec import LabelsSpec, LightningModelSpec, ProjectSpec, SklearnModelSpec
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,25 @@ def split_by_time(
                 "(widen the training window or change training.validation_fraction / test_fraction)"
             )
     return split
+
+
+def checked_split(
+    frame: pd.DataFrame, schema: FeatureSchema, label: str, time_column: str, spec: ProjectSpec
+) -> TimeSplit:
+    """What a training needs before it fits: the spec's data checks (`DataError` listing the failures), then the
+    split by time with the spec's fractions."""
+    validate_training_frame(
+        frame, label=label, keys=[*schema.entity_keys, time_column], features=schema.features, limits=spec.checks
+    )
+    training = spec.training
+    return split_by_time(
+        frame, time_column, validation_fraction=training.validation_fraction, test_fraction=training.test_fraction
+    )
+
+
+def since_onset(frame: pd.DataFrame, time_column: str, onset: datetime) -> pd.DataFrame:
+    """The rows from a degradation's onset on (`retraining.since_onset`): the world after the change."""
+    return frame[pd.to_datetime(frame[time_column], utc=True) >= pd.Timestamp(onset)]
 
 
 def select_training_window(frame: pd.DataFrame, time_column: str, window_days: int | None) -> pd.DataFrame:

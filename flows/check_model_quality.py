@@ -12,6 +12,7 @@ labels sees them grow.
 
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
@@ -75,7 +76,7 @@ class CheckQualityResult(BaseModel):
 
 
 @task
-def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
+def measure_quality(model_tag: str, labels: pd.DataFrame, known_by: datetime) -> QualityReport:
     """Join the labels known by `known_by` to the model's logged predictions and measure every window."""
     settings = get_settings()
     spec = load_spec(settings.spec_path)
@@ -86,7 +87,7 @@ def measure_quality(model_tag: str, known_by: datetime) -> QualityReport:
     predictions = read_prediction_log(settings.prediction_log_dir, model_tag)
     joined = join_labels(
         predictions,
-        read_labels(settings, spec.labels),
+        labels,
         spec=spec.labels,
         entity_keys=lineage.features.entity_keys,
         known_by=known_by,
@@ -122,7 +123,8 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         raise ConfigError(f"no champion for {spec.name!r} yet: nothing is served, so no predictions were logged")
     known_by = params.known_by or datetime.now(timezone.utc)
 
-    report = measure_quality(model_tag, known_by)
+    labels = read_labels(settings, spec.labels)  # once: the measure, the waiting requests and the follow-up read it
+    report = measure_quality(model_tag, labels, known_by)
     create_markdown_artifact(key="model-quality", markdown=report.markdown(), description=report.title)
     judged = [window for window in report.windows if window.judged]
     logger.info(
@@ -168,9 +170,9 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
                 since=onset,
             )
     # Requests that found no labels to learn from wait for them: start those whose labels have matured.
-    restarted = reconsider_pending(spec, known_by, in_process=params.retrain_in_process)
+    restarted = reconsider_pending(spec, labels, known_by, in_process=params.retrain_in_process)
     # A champion that learned a changed world from its first labels: retrain again as they grow.
-    followed_up = follow_up(spec, known_by, in_process=params.retrain_in_process) if retrain == "none" else None
+    followed_up = follow_up(spec, labels, known_by, in_process=params.retrain_in_process) if retrain == "none" else None
     return CheckQualityResult(
         model_tag=model_tag,
         baseline_roc_auc=report.baseline_roc_auc,

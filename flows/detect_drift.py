@@ -21,14 +21,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
 from cicloml.alerts import alert_key, cleared_message, drift_message, send_once
-from cicloml.drift import DriftReport
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
 from cicloml.incidents import IncidentLog
 from cicloml.monitoring import WindowCheck, versions_with_traffic
 from cicloml.profiling import newest_finished_window
 from cicloml.registry import ModelRegistry
-from cicloml.retraining import Impact, estimated_impact
+from cicloml.retraining import drift_retraining
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import ProjectSpec, load_spec
 from flows import tasks
@@ -162,7 +161,7 @@ def act_on_check(
         alert = _send(message, f"{step.incident.model}@{step.incident.opened.isoformat()}:cleared", settings)
         logger.info("drift incident cleared: %s", step.incident.describe())
     if report.drifted:
-        retraining, why = "off", _retraining_policy(report, spec)
+        retraining, why = "off", drift_retraining(report, spec)
         if why.retrain:
             reason = f"drift in {model_tag} ({window_start.isoformat()}): {', '.join(report.drifted_features)}"
             details = {"drifted_features": report.drifted_features, "impact": why.reason}
@@ -214,18 +213,6 @@ def _send(message: dict[str, Any], key: str, settings: Settings) -> str:
     if status == "no_webhook":
         get_run_logger().warning("alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
     return status
-
-
-def _retraining_policy(report: DriftReport, spec: ProjectSpec) -> Impact:
-    """Whether a drifted window asks for retraining (`drift.retrain_when`), and why, for the alert and the result.
-    Skew comes from computing features differently when serving: retraining on the same pipeline won't fix it."""
-    if report.check == "skew":
-        return Impact(retrain=False, reason="training/serving skew: retraining on the same pipeline would not fix it")
-    if not spec.drift.retrain_on_drift:
-        return Impact(retrain=False, reason="drift.retrain_on_drift is off")
-    if spec.drift.retrain_when == "any_drift":
-        return Impact(retrain=True, reason="drift.retrain_when: any_drift")
-    return estimated_impact(report.performance, report.baseline_roc_auc, spec.quality.max_drop)
 
 
 def _summary(checks: list[WindowCheck]) -> str:

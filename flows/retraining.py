@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
+import pandas as pd
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 
@@ -36,7 +37,6 @@ from cicloml.retraining import (
 )
 from cicloml.settings import get_settings
 from cicloml.spec import ProjectSpec
-from cicloml.training import read_labels
 from flows.retrain import RetrainParams, retrain
 
 RETRAIN_EVENT = "cicloml.drift.detected"
@@ -69,7 +69,9 @@ def request_retraining(
     )
 
 
-def follow_up(spec: ProjectSpec, known_by: datetime, *, in_process: bool | None = None) -> str | None:
+def follow_up(
+    spec: ProjectSpec, labels: pd.DataFrame, known_by: datetime, *, in_process: bool | None = None
+) -> str | None:
     """Ask for a follow-up retraining when the champion learned the world since an onset from few of its labels
     and they have grown (`cicloml.retraining.Regime.follow_up`); return why, or None."""
     settings = get_settings()
@@ -77,7 +79,7 @@ def follow_up(spec: ProjectSpec, known_by: datetime, *, in_process: bool | None 
     regime = read_regime(settings.state_dir, spec.name)
     if champion is None or regime is None or regime.model_tag != champion:
         return None
-    count, newest = labels_since(read_labels(settings, spec.labels), spec.labels, onset=regime.onset, known_by=known_by)
+    count, newest = labels_since(labels, spec.labels, onset=regime.onset, known_by=known_by)
     reason = regime.follow_up(count, newest, spec)
     if reason is not None:
         request_retraining(
@@ -87,7 +89,7 @@ def follow_up(spec: ProjectSpec, known_by: datetime, *, in_process: bool | None 
 
 
 def reconsider_pending(
-    spec: ProjectSpec, known_by: datetime, *, in_process: bool | None = None
+    spec: ProjectSpec, labels: pd.DataFrame, known_by: datetime, *, in_process: bool | None = None
 ) -> list[PendingRetraining]:
     """Start again every waiting request of `spec`'s model for which at least `retraining.min_new_labels` labels
     newer than the champion's training data are known by `known_by`; return those started. A request waits for the
@@ -101,7 +103,7 @@ def reconsider_pending(
     waiting = pending_requests(settings.state_dir, spec.name)
     if not waiting:
         return []
-    matured = matured_labels_after(read_labels(settings, spec.labels), spec.labels, after=cutoff, known_by=known_by)
+    matured = matured_labels_after(labels, spec.labels, after=cutoff, known_by=known_by)
     if matured < spec.retraining.min_new_labels:
         return []
     for request in waiting:

@@ -7,7 +7,7 @@ retry because a locked SQLite file or a Redis blip is worth a second try.
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cicloml import batch, bento, checks, feature_store, lineage, monitoring, training
+from cicloml import batch, bento, feature_store, lineage, monitoring, training
 from cicloml.demo import churn
 from cicloml.registry import ModelRegistry
 from flows.runners import spread_joblib
@@ -25,7 +25,7 @@ fetch_latest_features = _store_step(feature_store.fetch_latest_features)
 
 # training
 encode_training_frame = _step(training.encode_training_frame)
-validate_training_frame = _step(checks.validate_training_frame)
+checked_split = _step(training.checked_split)
 fit_model = _step(spread_joblib(training.fit_model))  # on the Dask runner, a search's candidates run on the cluster
 tune_threshold = _step(training.tune_threshold)
 calibrate_scores = _step(training.calibrate_scores)

@@ -12,7 +12,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from cicloml.checks import validate_training_frame
 from cicloml.contract import FeatureContract
 from cicloml.errors import DataError
 from cicloml.feature_store import open_store
@@ -21,14 +20,14 @@ from cicloml.lineage import splits_fingerprint
 from cicloml.registry import ModelRegistry
 from cicloml.retraining import Freshness, assess_freshness, spec_fingerprint
 from cicloml.settings import get_settings
-from cicloml.spec import LightningModelSpec, ProjectSpec, SklearnModelSpec, load_spec
+from cicloml.spec import LightningModelSpec, SklearnModelSpec, load_spec
 from cicloml.training import (
     Evaluation,
-    TimeSplit,
+    checked_split,
     read_labels,
     recency_weights,
     select_training_window,
-    split_by_time,
+    since_onset,
 )
 from flows import tasks
 from flows.local import run_locally
@@ -83,19 +82,16 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     frame = tasks.fetch_training_frame(store, contract, labels, spec.labels, known_by=params.as_of or _now())
     frame = select_training_window(frame, time_column, spec.training.window_days)
     frame, schema = tasks.encode_training_frame(frame, contract.schema(), time_column)
-    keys = [*schema.entity_keys, time_column]
     since = params.since if spec.retraining.since_onset else None
     split, waiting = None, None
     if since is not None:
-        recent = frame[pd.to_datetime(frame[time_column], utc=True) >= pd.Timestamp(since)]
-        try:  # the library's checks, not the task's: too few labels since the onset is an answer, not a failure
-            validate_training_frame(recent, label=label, keys=keys, features=schema.features, limits=spec.checks)
-            frame, split = recent, _split_by_time(recent, spec, time_column)
+        recent = since_onset(frame, time_column, since)
+        try:  # not a task: too few labels since the onset is an answer (the request waits), not a failure
+            frame, split = recent, checked_split(recent, schema, label, time_column, spec)
         except DataError as error:
             waiting = f"the labels since the onset {since:%Y-%m-%d %H:%M} UTC do not suffice yet: {error}"
     if split is None:
-        tasks.validate_training_frame(frame, label=label, keys=keys, features=schema.features, limits=spec.checks)
-        split = _split_by_time(frame, spec, time_column)
+        split = tasks.checked_split(frame, schema, label, time_column, spec)
     splits = {"train": split.train, "validation": split.validation, "test": split.test}
 
     seed = spec.training.seed if params.seed is None else params.seed
@@ -116,7 +112,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         )
         get_run_logger().info("skipped: %s", skipped)
         return TrainResult(tag=None, promoted=False, decision=None, skipped=skipped, freshness=freshness)
-    rows_since = None if since is None else int((pd.to_datetime(frame[time_column], utc=True) >= since).sum())
+    rows_since = None if since is None else len(frame)  # trained on the labels since the onset alone
 
     weights = recency_weights(split.train[time_column], spec.training.recency_half_life_days)
     model = tasks.fit_model(split.train, label, schema, model_spec, seed, sample_weight=weights)
@@ -167,13 +163,6 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     get_run_logger().info("%s: gate %s (%s)", tag, decision.label, "; ".join(decision.reasons))
     return TrainResult(
         tag=tag, promoted=decision.promote, decision=decision, freshness=freshness, rows_since=rows_since
-    )
-
-
-def _split_by_time(frame: pd.DataFrame, spec: ProjectSpec, time_column: str) -> TimeSplit:
-    training = spec.training
-    return split_by_time(
-        frame, time_column, validation_fraction=training.validation_fraction, test_fraction=training.test_fraction
     )
 
 
