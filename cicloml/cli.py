@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cicloml.atomic import atomic_path
 from cicloml.backtest import DEFAULT_POLICIES, POLICIES, BacktestWorld, default_timeline, parse_timeline, run_backtest
 from cicloml.backtest_report import summary_markdown, write_backtest_report
@@ -320,8 +322,13 @@ def _backtest(args: argparse.Namespace) -> int:
     try:
         timeline = default_timeline() if args.timeline is None else parse_timeline(args.timeline)
         world = BacktestWorld(weeks=args.weeks, customers=args.customers, seed=args.seed, timeline=timeline)
+    except ValidationError as error:  # one line per problem, named by its option
+        problems = (
+            f"--{problem['loc'][0] if problem['loc'] else 'timeline'}: {problem['msg']}" for problem in error.errors()
+        )
+        raise ConfigError("; ".join(problems)) from None
     except ValueError as error:
-        raise ConfigError(f"backtest world: {error}") from None
+        raise ConfigError(f"--timeline: {error}") from None
     result = run_backtest(spec, world, policies, progress=lambda line: print(line, file=sys.stderr, flush=True))
     paths = write_backtest_report(result, args.out or settings.reports_dir / "backtest" / world.name)
     print(summary_markdown(result))

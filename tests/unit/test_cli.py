@@ -47,3 +47,18 @@ def test_errors_are_one_line_and_exit_2(registry, capsys):
     assert capsys.readouterr().err.strip() == "cicloml: churn has no previous champion to roll back to"
     assert main(["models", "show", "churn:nope"]) == 2
     assert "no model version 'churn:nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--weeks", "0"], "--weeks: Input should be greater than or equal to 1"),
+        (["--timeline", "5-3:price_rise"], "--timeline: Value error, timeline entry (5, 3, price_rise)"),
+        (["--timeline", "5:price_rise"], "--timeline: timeline entry '5:price_rise': write FIRST-END:SCENARIO"),
+        (["--timeline", "5-:alien"], "unknown scenario 'alien'"),
+        (["--policies", "weekly,foo"], "--policies: unknown foo; choose among never, weekly"),
+    ],
+)
+def test_a_bad_backtest_world_is_refused_before_any_work_naming_the_option(settings, capsys, arguments, message):
+    assert main(["backtest", *arguments]) == 2
+    assert message in capsys.readouterr().err
