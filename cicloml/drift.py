@@ -13,22 +13,20 @@ standard deviations the values moved" and catches a 0.5σ shift that the other t
 thresholds (benchmarks/bench_drift.py). Distances between distributions do not grow with the sample size the way a
 test's p-value shrinks, so a busy window of unchanged traffic does not alarm.
 Data quality is reported beside the scores: null-rate jumps, values outside the reference's range, categories the
-model never saw.
+model never saw. Each column also carries a small `Distribution` (both profiles' shares over the same bins or
+categories) so the report can show what moved; `cicloml.drift_report` draws it.
 """
 
 import math
 from collections.abc import Sequence
 from datetime import datetime
-from html import escape
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from cicloml.atomic import atomic_path
 from cicloml.estimation import PerformanceEstimate
-from cicloml.profiling import SCORE_COLUMN, WINDOW_FORMAT, DatasetProfileView
+from cicloml.profiling import SCORE_COLUMN, DatasetProfileView
 from cicloml.spec import DriftSpec
 
 Method = Literal["hellinger", "jensen_shannon", "wasserstein"]
@@ -44,6 +42,27 @@ OUT_OF_RANGE_SHARE = 0.01
 """Values outside the reference's [min, max] above this share of a window are a data-quality issue."""
 UNSEEN_CATEGORY_SHARE = 0.01
 """Categories absent from the reference above this share of a window are a data-quality issue."""
+HISTOGRAM_BINS = 24
+"""Equal-width bins of a numeric column's picture (fewer for whole numbers over a short range)."""
+HISTOGRAM_TAIL = 0.005
+"""The picture spans both profiles' values from this quantile to its complement; the outer bins hold the tails, so
+one extreme value does not squeeze the rest into a single bar."""
+TOP_CATEGORIES = 10
+"""Categories a picture names (the most frequent in either profile); the rest are summed as other categories, so
+a column of thousands of values keeps the report small."""
+
+
+class Distribution(BaseModel):
+    """What a report draws for one column: the reference's and the window's shares of all rows over the same bins
+    (numbers) or categories. Missing values are apart, in `FeatureDrift`'s null rates, so the shares here and the
+    null rate add up to 1."""
+
+    edges: list[float] | None = None
+    """Numbers: the bins' edges, one more than the shares (the outer bins also count the values beyond them)."""
+    categories: list[str] | None = None
+    """Categories: the label of each share but the last, which is every other category's."""
+    reference: list[float]
+    current: list[float]
 
 
 class FeatureDrift(BaseModel):
@@ -60,6 +79,8 @@ class FeatureDrift(BaseModel):
     current_rows: int
     reference_null_rate: float
     current_null_rate: float
+    distribution: Distribution | None = None
+    """Both profiles' shares, for the report's picture; None when neither profile has a value to draw."""
 
 
 class QualityIssue(BaseModel):
@@ -141,61 +162,6 @@ class DriftReport(BaseModel):
         return "\n".join(lines)
 
 
-def render_html(report: DriftReport) -> str:
-    """A self-contained page a person can open: the verdict, every feature's score with a bar, data quality."""
-    rows = sorted(report.features, key=lambda feature: -feature.score)
-    if report.prediction is not None:
-        rows.append(report.prediction)
-    bar_scale = max([*(feature.threshold * 2 for feature in rows), *(feature.score for feature in rows)])
-    lines = []
-    for feature in rows:
-        width = 100 * feature.score / bar_scale
-        colour = "#c0392b" if feature.drifted else "#7f8c8d"
-        lines.append(
-            f"<tr><td>{escape(feature.column)}</td><td>{feature.kind}</td><td>{feature.method}</td>"
-            f"<td>{feature.score:.3f}</td><td>{feature.threshold}</td>"
-            f'<td><div style="background:{colour};width:{width:.0f}%;height:0.8em"></div></td>'
-            f"<td>{feature.reference_null_rate:.1%} → {feature.current_null_rate:.1%}</td>"
-            f"<td>{feature.reference_rows:,} / {feature.current_rows:,}</td></tr>"
-        )
-    issues = "".join(
-        f"<li><code>{escape(issue.column)}</code> {issue.rule}: {escape(issue.detail)}</li>"
-        for issue in report.quality_issues
-    )
-    window = f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC" if report.window_start else ""
-    verdict = report.title.capitalize()
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{verdict}: {escape(report.model_tag)} {window}</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:0.2em 0.8em;text-align:left}}
-td:nth-child(6){{width:30%}}</style></head><body>
-<h1>{verdict}: {escape(report.model_tag)}</h1>
-<p>Window {window}. {len(report.drifted_features)} of {len(report.features)} features scored above their
-threshold (drift needs {report.min_drifted_features}); red bars are over the threshold.</p>
-{
-        f"<p>Impact: {escape(report.performance_line)}, from {report.performance.rows:,} logged scores (before labels, "
-        "from the calibrated scores).</p>"
-        if report.performance and report.performance_line
-        else ""
-    }
-<table><tr><th>feature</th><th>kind</th><th>method</th><th>score</th><th>threshold</th><th></th>
-<th>null rate (training → window)</th>
-<th>rows (training / window)</th></tr>
-{"".join(lines)}
-</table>
-<h2>Data quality</h2><ul>{issues or "<li>no issues</li>"}</ul>
-</body></html>
-"""
-
-
-def write_html_report(report: DriftReport, reports_dir: Path) -> Path:
-    """Write the report's page under `reports_dir/drift/<model>/<window start>.html`, atomically; its path."""
-    window = f"{report.window_start:{WINDOW_FORMAT}}" if report.window_start else "latest"
-    path = reports_dir / "drift" / report.model_tag.replace(":", "-") / f"{window}.html"
-    with atomic_path(path) as temporary:
-        temporary.write_text(render_html(report))
-    return path
-
-
 def compare_profiles(
     reference: DatasetProfileView,
     current: DatasetProfileView,
@@ -255,7 +221,8 @@ def _compare_column(
     threshold = spec.threshold
     if kind == "categorical":
         method, threshold = spec.categorical_method, spec.categorical_threshold
-        p, q, unseen = _category_shares(ref_frequent, ref_rows, ref_nulls, cur_column, cur_rows, cur_nulls)
+        categories, p, q, unseen = _category_shares(ref_frequent, ref_rows, ref_nulls, cur_column, cur_rows, cur_nulls)
+        distribution: Distribution | None = _top_categories(categories, p, q)
         if unseen:
             issues.append(
                 QualityIssue(
@@ -279,6 +246,7 @@ def _compare_column(
                         f"[{ref_sketch.get_min_value():g}, {ref_sketch.get_max_value():g}]",
                     )
                 )
+        distribution = _histogram(ref_sketch, cur_sketch, ref_null_rate, cur_null_rate)
         if method == "wasserstein":
             score = _wasserstein(ref_sketch, cur_sketch, ref_null_rate, cur_null_rate)
         else:
@@ -295,6 +263,7 @@ def _compare_column(
         current_rows=cur_rows,
         reference_null_rate=ref_null_rate,
         current_null_rate=cur_null_rate,
+        distribution=distribution,
     )
     return drift, issues
 
@@ -315,8 +284,9 @@ def _frequent_items(column: Column) -> dict[str, float] | None:
 
 def _category_shares(
     ref_items: dict[str, float], ref_rows: int, ref_nulls: int, cur_column: Column, cur_rows: int, cur_nulls: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Shares of each category, "other" (mass the sketch does not list) and null, in the same order for both."""
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, float]]:
+    """The categories, and the shares of each, "other" (mass the sketch does not list) and null, in the same order
+    for both; the window's categories unseen in the reference."""
     cur_items = _frequent_items(cur_column) if cur_column is not None else None
     cur_items = cur_items or {}
     categories = sorted(set(ref_items) | set(cur_items))
@@ -333,7 +303,67 @@ def _category_shares(
         for category, count in cur_items.items()
         if category not in ref_items and cur_rows and count / cur_rows > UNSEEN_CATEGORY_SHARE
     }
-    return shares(ref_items, ref_rows, ref_nulls), shares(cur_items, cur_rows, cur_nulls), unseen
+    return categories, shares(ref_items, ref_rows, ref_nulls), shares(cur_items, cur_rows, cur_nulls), unseen
+
+
+def _top_categories(categories: list[str], p: np.ndarray, q: np.ndarray) -> Distribution:
+    """`_category_shares`' shares without the null share, the `TOP_CATEGORIES` largest in either profile named (the
+    reference's most frequent first), the rest added to "other"."""
+    largest = sorted(range(len(categories)), key=lambda i: (-max(p[i], q[i]), categories[i]))[:TOP_CATEGORIES]
+    kept = sorted(largest, key=lambda i: (-p[i], -q[i], categories[i]))
+
+    def shares(values: np.ndarray) -> list[float]:
+        named = [float(values[i]) for i in kept]
+        other = float(values[:-1].sum()) - sum(named)  # every category not named, and the sketch's unlisted mass
+        return [round(share, 6) for share in (*named, max(0.0, other))]
+
+    return Distribution(categories=[categories[i] for i in kept], reference=shares(p), current=shares(q))
+
+
+def _histogram(
+    ref_sketch: Sketch, cur_sketch: Sketch | None, ref_null_rate: float, cur_null_rate: float
+) -> Distribution | None:
+    """Both sketches' shares of all rows over equal-width bins spanning both: the shape a reader expects (the
+    reference-quantile bins the scores use are flat for the reference by construction, which hides its shape)."""
+    sketches = [sketch for sketch in (ref_sketch, cur_sketch) if sketch is not None and not sketch.is_empty()]
+    ends = [
+        end
+        for sketch in sketches
+        for end in sketch.get_quantiles([HISTOGRAM_TAIL, 1.0 - HISTOGRAM_TAIL])
+        if math.isfinite(end)  # a column may hold infinities; the outer bins count them
+    ]
+    if not ends:
+        return None
+    low, high = min(ends), max(ends)
+    if all(_whole_numbers(sketch) for sketch in sketches):
+        # A bar per whole number (or per run of them), centred on it: equal-width bins would leave gaps between
+        # counts. Judged from the values, since the feature store serves counts as floats.
+        values = math.ceil(high) - math.floor(low) + 1
+        width = math.ceil(values / HISTOGRAM_BINS)
+        edges = [math.floor(low) - 0.5 + width * i for i in range(math.ceil(values / width) + 1)]
+    elif high > low:
+        edges = [float(edge) for edge in np.linspace(low, high, HISTOGRAM_BINS + 1)]
+    else:
+        edges = [low - 0.5, low + 0.5]
+
+    def shares(sketch: Sketch | None, null_rate: float) -> list[float]:
+        if sketch is None or sketch.is_empty():
+            return [0.0] * (len(edges) - 1)
+        pmf = sketch.get_pmf(edges)  # below the first edge, each bin, above the last
+        bins = [pmf[0] + pmf[1], *pmf[2:-2], pmf[-2] + pmf[-1]] if len(edges) > 2 else [sum(pmf)]
+        return [round(share * (1.0 - null_rate), 6) for share in bins]
+
+    return Distribution(
+        edges=[round(edge, 9) for edge in edges],
+        reference=shares(ref_sketch, ref_null_rate),
+        current=shares(cur_sketch, cur_null_rate),
+    )
+
+
+def _whole_numbers(sketch: Sketch) -> bool:
+    """Whether the sketch's values look like whole numbers (its extremes and deciles are)."""
+    values = [sketch.get_min_value(), sketch.get_max_value(), *sketch.get_quantiles(list(np.linspace(0.1, 0.9, 9)))]
+    return all(float(value).is_integer() for value in values)
 
 
 def _bin_shares(

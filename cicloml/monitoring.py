@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cicloml.drift import DriftReport, compare_profiles, write_html_report
+from cicloml.drift import DriftReport, compare_profiles
+from cicloml.drift_report import write_html_report
 from cicloml.estimation import estimate_performance
 from cicloml.prediction_log import rows_disagreement, window_logged_rows, window_scores
 from cicloml.profiling import newest_finished_window, read_window_profiles, window_folder, window_starts

@@ -2,8 +2,6 @@
 with prefect.yaml deployed) and the served bento's OpenAPI page, waits until each shows everything the API says is
 there, and saves a screenshot of each under test-artifacts/screenshots/."""
 
-import shutil
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import datetime, timezone
@@ -12,14 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cicloml.stack import project_work_pools
 from tests.conftest import ROOT, ciclo_environment
+from tests.operations.conftest import save_screenshot
 from tests.prefect_server import PrefectServer, local_prefect_server
 from tests.service.conftest import bento_server, serving_environment
 from tests.service.state import build_served_state
@@ -27,30 +24,7 @@ from tests.service.state import build_served_state
 pytestmark = pytest.mark.slow
 
 END = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-SCREENSHOT_DIR = ROOT / "test-artifacts" / "screenshots"
 PAGE_SECONDS = 90  # upper bound on a page rendering, never a measured duration: the servers share 2 busy cores
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    """Headless Chromium through the system chromedriver; skips, saying what to install, when either is missing."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        pytest.skip(
-            "chromium or chromedriver is not installed "
-            "(make test installs them when run as root: apt-get install chromium chromium-driver)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    # No sandbox: Chromium's refuses to start as root and in many containers; the pages are our own, on loopback.
-    for argument in ("--headless=new", "--no-sandbox", "--window-size=1400,1400"):
-        options.add_argument(argument)
-    # The driver named explicitly: without it Selenium Manager would try to download one.
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_prefect_ui_shows_deployments_and_bento_docs_show_endpoints(tmp_path: Path, browser: WebDriver) -> None:
@@ -113,11 +87,3 @@ def wait_until_shown(driver: WebDriver, blocks: list[str]) -> list[str]:
 def page_text(driver: WebDriver) -> str:
     """The visible text, as a reader sees it (read in one call: the page may be re-rendering)."""
     return driver.execute_script("return document.body ? document.body.innerText : ''")
-
-
-def save_screenshot(driver: WebDriver, name: str) -> Path:
-    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOT_DIR / name
-    assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
-    print(f"screenshot: {path}")
-    return path
