@@ -17,8 +17,10 @@ demo: $(INSTALLED) ## The whole loop: drift that holds, concept drift, retrain o
 	@mkdir -p $(PREFECT_HOME)
 	CICLO_PROFILE_WINDOW_SECONDS=$${CICLO_PROFILE_WINDOW_SECONDS:-20} $(BIN)/python -m flows.demo
 
-up: $(INSTALLED) ## Start Prefect (UI on 127.0.0.1:4200), a worker, every deployment and the model server (:3000)
+# Prometheus is Debian's package: installed here as root (otherwise named), unless CICLO_PROMETHEUS=false.
+up: $(INSTALLED) ## Start Prefect (UI on 127.0.0.1:4200), a worker, every deployment, the model server (:3000), Prometheus (:9090)
 	@mkdir -p $(PREFECT_HOME)
+	@if [ "$${CICLO_PROMETHEUS:-true}" != false ]; then bash .ci/system-packages prometheus; fi
 	$(BIN)/python -m cicloml stack up
 
 down: ## Stop exactly what `make up` started

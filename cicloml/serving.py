@@ -12,6 +12,10 @@ The server also supervises its backend. A backend whose process has died, or who
 their server) and started again, with back-off, up to `MAX_RESTARTS` in `RESTART_WINDOW_S`; meanwhile callers
 get 503 with `Retry-After`, never a 502. `serving.json` says what is served and how the backend fares.
 
+For Prometheus, the server keeps a file_sd targets file (`cicloml.prometheus.targets_file`) naming the backend
+while it serves (its port changes with every restart and switch) and a loopback endpoint of its own whose only
+metric, `cicloml_serve_backend_restarts_total`, counts restarts: the backends cannot count their own.
+
 On BentoCloud the same switch is a deployment update (`cicloml.bento.deploy_bento`).
 """
 
@@ -34,12 +38,16 @@ import httpx
 import psutil
 import uvicorn
 from bentoml._internal.bento.bento import BentoStore
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from cicloml.atomic import atomic_path
 from cicloml.bento import BENTOML, bentoml_environment, build_bento
 from cicloml.errors import ConfigError
 from cicloml.logs import copy_output
 from cicloml.processes import ProcessRecord, family, find, stop_all
+from cicloml.prometheus import target_groups, targets_file, write_targets
 from cicloml.registry import ModelRegistry
 from cicloml.settings import Settings
 
@@ -317,6 +325,8 @@ class ChampionServer:
     """One change of backend at a time: a switch and a restart never interleave."""
     _failed: str | None = None
     """The champion that could not be served (not retried on every poll)."""
+    _metrics_address: str | None = None
+    """`host:port` of the server's own metrics endpoint, once `run` has opened it."""
 
     @property
     def state_file(self) -> Path:
@@ -329,6 +339,10 @@ class ChampionServer:
             uvicorn.Config(self.proxy, host=self.host, port=self.port, log_level="warning", lifespan="on")
         )
         self.proxy.on_failure = lambda upstream: self._look_now.set()
+        # Loopback only, on a free port that the targets file names: it is for the local Prometheus.
+        metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=self._metrics_registry())
+        self._metrics_address = f"127.0.0.1:{metrics_server.server_port}"
+        self._write_targets()
         server_task = asyncio.create_task(server.serve())
         watcher = asyncio.create_task(self._follow_champion(stop))
         supervisor = asyncio.create_task(self._supervise(stop))
@@ -345,7 +359,10 @@ class ChampionServer:
             await asyncio.gather(server_task, watcher, supervisor, return_exceptions=True)
             if self.backend is not None:
                 await asyncio.to_thread(self.backend.stop)
+            metrics_server.shutdown()
+            metrics_server.server_close()
             self.state_file.unlink(missing_ok=True)
+            targets_file(self.settings).unlink(missing_ok=True)
 
     def check_now(self) -> None:
         self._check_now.set()
@@ -502,6 +519,38 @@ class ChampionServer:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_file) as temporary:
             temporary.write_text(json.dumps(state, indent=2))
+        self._write_targets()
+
+    def _write_targets(self) -> None:
+        """Name the backend to Prometheus while it serves (not while it restarts: it would only count as down)."""
+        if self._metrics_address is None:
+            return
+        backend = self.backend if self.status == "serving" else None
+        address = f"127.0.0.1:{backend.port}" if backend else None
+        write_targets(
+            targets_file(self.settings),
+            target_groups(self._metrics_address, address, backend.model_tag if backend else None),
+        )
+
+    def _metrics_registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_RestartsCollector(self))
+        return registry
+
+
+class _RestartsCollector(Collector):
+    """The server's restart count, read when Prometheus scrapes (a counter: it only grows while the server runs)."""
+
+    def __init__(self, server: ChampionServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        restarts = CounterMetricFamily(
+            "cicloml_serve_backend_restarts",
+            "Times a dead or hung backend was started again since this `cicloml serve` started (each attempt).",
+        )
+        restarts.add_metric([], self.server.restart_count)
+        yield restarts
 
 
 class _ProxyServer(uvicorn.Server):

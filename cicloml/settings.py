@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     serve_port: int = Field(3000, ge=1, le=65535)
     """Port on 127.0.0.1 where `make up` serves the champion (`cicloml serve`)."""
 
+    prometheus: bool = True
+    """Start a Prometheus server with `make up`, scraping `cicloml serve` and evaluating the rules in
+    `cicloml/prometheus/rules.yml` (Debian's `prometheus` package); false leaves it out."""
+
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    """Port on 127.0.0.1 of the Prometheus server `make up` starts (UI, alerts and query API)."""
+
     prefect_database_url: SecretStr | None = None
     """SQLAlchemy URL of the database the Prefect server `make up` starts should use, e.g.
     `postgresql+asyncpg://prefect:secret@db:5432/prefect`; none: SQLite under Prefect's home."""
@@ -144,6 +151,12 @@ class Settings(BaseSettings):
     def stack_dir(self) -> Path:
         """What `make up` started: `stack.json` (PIDs, URLs) and one log per process."""
         return self.state_dir / "stack"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """The Prometheus server `make up` starts: its generated `prometheus.yml`, the API token it scrapes with
+        (owner-only), and its database under `data/`."""
+        return self.state_dir / "prometheus"
 
     @property
     def prediction_log_dir(self) -> Path:

@@ -1,5 +1,6 @@
 """The local stack behind `make up` / `make down`: a Prefect server, its work pool and worker, every deployment in
-prefect.yaml, and the champion served by `cicloml serve`.
+prefect.yaml, the champion served by `cicloml serve`, and a Prometheus server scraping it (`cicloml.prometheus`;
+CICLO_PROMETHEUS=false leaves it out).
 
 `up` starts each part as a background process in a session of its own (so it outlives the command), waits until
 it is healthy and records it in `<state>/stack/stack.json` with its log beside it. `down` stops exactly the
@@ -8,6 +9,7 @@ belongs to the process `up` started. The Prefect CLI runs as a subprocess: the l
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 from cicloml.atomic import atomic_path
 from cicloml.errors import ConfigError
 from cicloml.processes import ProcessRecord, find, stop_tree
+from cicloml.prometheus import prometheus_command, write_config
 from cicloml.redaction import redact
 from cicloml.settings import Settings
 
@@ -51,6 +54,8 @@ class Stack(BaseModel):
     prefect_ui: str
     prefect_api: str
     service: str
+    prometheus: str | None = None
+    """None when CICLO_PROMETHEUS is off."""
     work_pools: list[str]
     processes: list[StackProcess] = []
     started_at: datetime
@@ -59,14 +64,15 @@ class Stack(BaseModel):
         return [process for process in self.processes if _alive(process)]
 
     def summary(self) -> str:
-        return "\n".join(
-            [
-                f"Prefect UI   {self.prefect_ui}  (deployments: {self.prefect_ui}/deployments)",
-                f"Prefect API  {self.prefect_api}",
-                f"model server {self.service}  (OpenAPI docs: {self.service}/, spec {self.service}/docs.json)",
-                *(f"  {process.name:<14} pid {process.pid:<8} log {process.log}" for process in self.processes),
-            ]
-        )
+        lines = [
+            f"Prefect UI   {self.prefect_ui}  (deployments: {self.prefect_ui}/deployments)",
+            f"Prefect API  {self.prefect_api}",
+            f"model server {self.service}  (OpenAPI docs: {self.service}/, spec {self.service}/docs.json)",
+        ]
+        if url := self.prometheus:
+            lines.append(f"Prometheus   {url}  (targets: {url}/targets, alerts: {url}/alerts, rules: {url}/rules)")
+        lines += [f"  {process.name:<14} pid {process.pid:<8} log {process.log}" for process in self.processes]
+        return "\n".join(lines)
 
 
 class StackError(RuntimeError):
@@ -114,7 +120,15 @@ def up(settings: Settings, project_dir: Path, say: Say = print) -> StackStatus:
         stack_file(settings).unlink()  # every recorded process is gone (a reboot, a kill): start afresh
     if not (project_dir / "prefect.yaml").is_file():
         raise ConfigError(f"no prefect.yaml in {project_dir}: run `make up` from the project folder")
-    for port, variable in ((settings.prefect_port, "CICLO_PREFECT_PORT"), (settings.serve_port, "CICLO_SERVE_PORT")):
+    ports = [(settings.prefect_port, "CICLO_PREFECT_PORT"), (settings.serve_port, "CICLO_SERVE_PORT")]
+    if settings.prometheus:
+        if shutil.which("prometheus") is None:
+            raise ConfigError(
+                "prometheus is not installed: `make up` installs it when run as root, or `sudo apt-get install "
+                "prometheus`; CICLO_PROMETHEUS=false starts the stack without it"
+            )
+        ports.append((settings.prometheus_port, "CICLO_PROMETHEUS_PORT"))
+    for port, variable in ports:
         if _port_taken(port):
             raise ConfigError(f"port {port} on {HOST} is in use by another program: stop it or set {variable}")
 
@@ -124,6 +138,7 @@ def up(settings: Settings, project_dir: Path, say: Say = print) -> StackStatus:
         prefect_ui=ui,
         prefect_api=f"{ui}/api",
         service=f"http://{HOST}:{settings.serve_port}",
+        prometheus=f"http://{HOST}:{settings.prometheus_port}" if settings.prometheus else None,
         work_pools=project_work_pools(project_dir),
         started_at=datetime.now(timezone.utc),
     )
@@ -172,7 +187,10 @@ class _Starter:
         """Start the parts, overlapping what does not depend on each other: the model server needs no Prefect, and
         a worker can poll its pool while the deployments are being created."""
         steps = 4
-        self.say(f"[1/{steps}] Prefect server on {self.stack.prefect_ui}, model server on {self.stack.service}")
+        parts = [f"Prefect server on {self.stack.prefect_ui}", f"model server on {self.stack.service}"]
+        if self.stack.prometheus:
+            parts.append(f"Prometheus on {self.stack.prometheus}")
+        self.say(f"[1/{steps}] {', '.join(parts)}")
         server_env = {
             "PREFECT_SERVER_API_HOST": HOST,
             "PREFECT_SERVER_API_PORT": str(self.settings.prefect_port),
@@ -183,6 +201,7 @@ class _Starter:
         server = self._start("prefect-server", [_prefect(), "server", "start"], server_env)
         command = [sys.executable, "-m", "cicloml", "serve", "--host", HOST, "--port", str(self.settings.serve_port)]
         service = self._start("model-server", command)
+        prometheus = self._start_prometheus() if self.stack.prometheus else None
         self._wait(server, "a healthy Prefect server", lambda: _answers(f"{self.stack.prefect_api}/health", {200}))
 
         self.say(f"[2/{steps}] work pools and process workers: {', '.join(self.stack.work_pools)}")
@@ -207,6 +226,8 @@ class _Starter:
         self.say(f"[4/{steps}] waiting for the workers and the model server (`cicloml serve`)")
         for pool, worker in workers:
             self._wait(worker, f"a worker online in {pool}", lambda pool=pool: self._worker_online(pool))
+        if prometheus is not None:
+            self._wait(prometheus, "a ready Prometheus", lambda: _answers(f"{self.stack.prometheus}/-/ready", {200}))
         champion = _has_champion(self.settings)
         if not champion:
             self.say("      no champion yet: the service answers 503 until a model is promoted (train/weekly)")
@@ -215,6 +236,13 @@ class _Starter:
         self._wait(
             service, "the model server", lambda: _answers(f"{self.stack.service}/readyz", healthy), SERVE_TIMEOUT_S
         )
+
+    def _start_prometheus(self) -> StackProcess:
+        """Prometheus over `cicloml serve`'s targets file, its configuration (written afresh, so that a changed
+        CICLO_API_TOKEN is picked up) and database under the state folder."""
+        config_path = write_config(self.settings)
+        data_dir = self.settings.prometheus_dir / "data"
+        return self._start("prometheus", prometheus_command(config_path, data_dir, self.settings.prometheus_port))
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> StackProcess:
         log = self.settings.stack_dir / f"{name}.log"

@@ -61,6 +61,7 @@ def test_make_up_serves_every_deployment_and_the_champion_and_make_down_leaves_n
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_SECONDS),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "CICLO_PROMETHEUS": "false",  # the off switch; Prometheus under make up is tests/operations/test_prometheus.py
     }
     with ExitStack() as database_server:
         if database == "postgresql":
