@@ -199,8 +199,8 @@ class PredictionService:
 
     def __init__(self) -> None:
         # One model and one feature reader per worker, for its lifetime.
-        self.model: LoadedModel = load_model(self.model_ref)
-        self.score_rows = row_scoring(self.model.pipeline, FEATURES)
+        self.model: LoadedModel = load_model(self.model_ref, compiled=get_settings().compiled_inference)
+        self.score_rows = row_scoring(self.model.pipeline, FEATURES, self.model.compiled)
         self.reader = OnlineFeatureReader(open_feature_store(get_settings()), CONTRACT)
         self.metrics = service_metrics()
         self.traffic = start_traffic_profiler(get_settings(), self.model.tag)

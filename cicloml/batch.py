@@ -44,7 +44,8 @@ def score_entities(model: LoadedModel, feature_frame: pd.DataFrame, as_of: datet
     time, score, decision, the number of missing features, model, time."""
     features = model.lineage.features
     encoded = encode_frame(features.feature_inputs, feature_frame, as_of)
-    scores = row_scoring(model.pipeline, features)({name: encoded[name] for name in features.features})
+    # Compiled trees score only small batches (a few hundred rows at most): beyond, scikit-learn's own is faster.
+    scores = row_scoring(model.pipeline, features, model.compiled)({name: encoded[name] for name in features.features})
     predictions = feature_frame[list(features.entity_keys)].reset_index(drop=True)
     predictions["as_of"] = pd.Timestamp(as_of)
     predictions["score"] = scores

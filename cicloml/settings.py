@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_048_576, ge=1024)
     """Largest request body the prediction service reads (413 beyond)."""
 
+    compiled_inference: bool = True
+    """Score small calls (a request's few rows) with the model version's compiled trees, where it has them (tree
+    ensembles that matched the pipeline at registration; `cicloml.models.compiled`); off: always the scikit-learn
+    pipeline, the reference."""
+
     profile_traffic: bool = True
     """Profile the prediction service's scored rows with whylogs (off the request path) under `profiles_dir`."""
 

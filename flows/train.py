@@ -153,7 +153,9 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
         gate=decision,
     )
     reference = tasks.reference_profile(model, split.train, split.validation, schema)
-    tag = tasks.register_model(registry, model, lineage, reference, {"gate": decision.label, "family": lineage.family})
+    tag = tasks.register_model(
+        registry, model, lineage, reference, {"gate": decision.label, "family": lineage.family}, split.test
+    )
     if decision.promote:
         tasks.promote_model(registry, tag)
 

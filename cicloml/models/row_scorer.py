@@ -9,13 +9,16 @@ the same float matrix the `ColumnTransformer` would have given it. The results e
 
 It serves batch scoring too: on 100k rows it is several times faster than the `ColumnTransformer` (whose
 one-hot encoder checks object columns value by value in Python).
+
+Given a version's compiled trees (`cicloml.models.compiled`), it scores small calls with them instead of the
+classifier's `predict_proba`, whose per-call overhead is most of a one-row score.
 """
 
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from cicloml.models.preprocessing import FeatureSchema
+
+if TYPE_CHECKING:  # compiled imports this module
+    from cicloml.models.compiled import CompiledClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +120,16 @@ def _category_key(value: Any) -> Any:
 class RowScorer:
     """P(label = 1) for rows given as column lists, equal to the fitted pipeline's, without its per-call cost."""
 
-    def __init__(self, pipeline: Pipeline, schema: FeatureSchema) -> None:
-        """Read the fitted preprocessing out of `pipeline`; `UnsupportedPipeline` if it has another shape."""
+    def __init__(self, pipeline: Pipeline, schema: FeatureSchema, compiled: "CompiledClassifier | None" = None) -> None:
+        """Read the fitted preprocessing out of `pipeline`; `UnsupportedPipeline` if it has another shape. With
+        `compiled` (the classifier's compiled trees), calls of few enough rows to be faster there use them."""
         steps = getattr(pipeline, "steps", None)
         if not steps or len(steps) != 2 or not isinstance(steps[0][1], ColumnTransformer):
             raise UnsupportedPipeline("expected Pipeline([preprocess ColumnTransformer, classifier])")
         preprocess, self.classifier = steps[0][1], steps[1][1]
         if not isinstance(self.classifier, ClassifierMixin):
             raise UnsupportedPipeline(f"the last step is not a classifier: {type(self.classifier).__name__}")
+        self.compiled = compiled
         self.first_feature = schema.features[0]
         self._blocks: list[_NumericBlock | _OneHotBlock] = []
         for name, transformer, columns in preprocess.transformers_:  # output columns come in this order
@@ -148,7 +156,10 @@ class RowScorer:
         """P(label = 1) for each row; `columns` maps every feature to one value per row."""
         if not len(columns[self.first_feature]):
             return np.empty(0)
-        return self.classifier.predict_proba(self.transform(columns))[:, 1]
+        matrix = self.transform(columns)
+        if self.compiled is not None and len(matrix) < self.compiled.faster_below_rows:
+            return self.compiled.predict_positive(matrix)
+        return self.classifier.predict_proba(matrix)[:, 1]
 
 
 def _read_numeric(transformer: Pipeline, columns: list[str]) -> _NumericBlock:
@@ -178,11 +189,13 @@ def _read_one_hot(encoder: OneHotEncoder, columns: list[str]) -> list[_OneHotBlo
     ]
 
 
-def row_scoring(pipeline: Pipeline, schema: FeatureSchema) -> Callable[[Mapping[str, Sequence[Any]]], np.ndarray]:
-    """A function from column lists to P(label = 1): `RowScorer.score` for the shared preprocessing, else (a
-    pipeline of another shape) the pipeline itself on a DataFrame of the columns."""
+def row_scoring(
+    pipeline: Pipeline, schema: FeatureSchema, compiled: "CompiledClassifier | None" = None
+) -> Callable[[Mapping[str, Sequence[Any]]], np.ndarray]:
+    """A function from column lists to P(label = 1): `RowScorer.score` for the shared preprocessing (small calls on
+    `compiled`, when given), else (a pipeline of another shape) the pipeline itself on a DataFrame of the columns."""
     try:
-        return RowScorer(pipeline, schema).score
+        return RowScorer(pipeline, schema, compiled).score
     except UnsupportedPipeline as unsupported:
         logger.warning("scoring rows through the sklearn pipeline (%s)", unsupported)
         return lambda columns: pipeline.predict_proba(pd.DataFrame(columns, columns=schema.features))[:, 1]

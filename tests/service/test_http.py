@@ -109,6 +109,7 @@ def test_probes_answer_once_the_model_and_store_are_open(client: httpx.Client) -
 
 
 def test_predict_scores_known_entities_like_the_model_called_directly(client: httpx.Client, served: Served) -> None:
+    assert served.champion.compiled is not None  # the service scores these 40 rows with the compiled trees
     response = client.post("/predict", json={"entity_ids": KNOWN_IDS})
     assert response.status_code == 200, response.text
     predictions = response.json()
