@@ -10,6 +10,7 @@ cicloml check                    check settings, the spec, the Feast repo, the f
 cicloml serve                    serve the champion's bento behind a local proxy; switch to each new champion
                                  with no failed request (SIGHUP: check the champion now)
 cicloml backtest                 replay weeks of a seeded world under each retraining policy (JSON, PNG, HTML)
+cicloml report                   write a model's health page over its last windows (HTML) and print its path
 cicloml stack up|down|status     the local stack (`make up` / `make down`): Prefect server and UI, work pool and
                                  worker, every deployment, and `cicloml serve`
 """
@@ -27,6 +28,8 @@ from cicloml.atomic import atomic_path
 from cicloml.backtest import DEFAULT_POLICIES, POLICIES, BacktestWorld, default_timeline, parse_timeline, run_backtest
 from cicloml.backtest_report import summary_markdown, write_backtest_report
 from cicloml.errors import ConfigError
+from cicloml.health import history_path
+from cicloml.health_report import DEFAULT_WINDOWS, write_health_page
 from cicloml.registry import ModelRegistry, ModelVersion
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
@@ -150,6 +153,24 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="the folder for the report (default <state folder>/reports/backtest/<world>)"
     )
     backtest.set_defaults(run=_backtest)
+
+    report = commands.add_parser(
+        "report",
+        help="write a model's health page over its last windows and print its path",
+        description="Write one self-contained HTML page of a model's last windows, as the drift and quality checks "
+        "recorded them: which version served each, a heatmap of every feature's drift score, the score "
+        "distribution's drift, estimated ROC AUC (with its interval) beside the realized one once labels arrive, "
+        "alerts, retraining decisions with their reasons, promotions. The checks rewrite it after each run, at "
+        "<state folder>/reports/health/<model>.html.",
+    )
+    report.add_argument("--model", help="the model's name (default: the project spec's)")
+    report.add_argument(
+        "--windows", type=int, default=DEFAULT_WINDOWS, help="how many of the newest windows (default %(default)s)"
+    )
+    report.add_argument(
+        "--out", type=Path, help="where to write it (default <state folder>/reports/health/<model>.html)"
+    )
+    report.set_defaults(run=_report)
 
     models = commands.add_parser("models", help="model versions and the champion")
     actions = models.add_subparsers(required=True, metavar="ACTION")
@@ -333,6 +354,25 @@ def _backtest(args: argparse.Namespace) -> int:
     paths = write_backtest_report(result, args.out or settings.reports_dir / "backtest" / world.name)
     print(summary_markdown(result))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.windows < 1:
+        raise ConfigError(f"--windows must be at least 1 (got {args.windows})")
+    settings = get_settings()
+    model = args.model or load_spec(settings.spec_path).name
+    try:
+        if not history_path(settings.state_dir, model).exists() and not ModelRegistry(settings, model).versions():
+            known = sorted(path.stem for path in (settings.state_dir / "history").glob("*.json"))
+            raise ConfigError(
+                f"--model {model}: no checks recorded and no versions registered under that name in "
+                f"{settings.state_dir}; models with a history: {', '.join(known) or 'none yet'}"
+            )
+        path = write_health_page(settings, model, windows=args.windows, out=args.out)
+    except ValueError as error:  # a model name that cannot name a file
+        raise ConfigError(str(error)) from None
+    print(path)
     return 0
 
 

@@ -7,7 +7,8 @@ the estimate its scores gave before labels: a drop the estimate did not foresee 
 retraining learns from the labels since the degradation's onset (the first window of its run of degraded windows)
 when they suffice. Retraining requests that found no labels to learn from wait; this check starts them again once
 enough labels have matured, and asks for follow-ups while a champion that learned a changed world from its first
-labels sees them grow.
+labels sees them grow. Every window's realized quality, the alerts and these decisions are kept in the model's
+history (`cicloml.health`), and the model-health page is rewritten and linked from the run.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -20,14 +21,16 @@ from pydantic import BaseModel
 from cicloml.alerts import alert_key, quality_message, send_once
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
+from cicloml.health import Decision, WindowDecision, record_quality
 from cicloml.prediction_log import read_prediction_log
 from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import QualityReport, assess_quality, join_labels
 from cicloml.registry import ModelRegistry
-from cicloml.retraining import degradation_onset, degradation_onsets
+from cicloml.retraining import PendingRetraining, degradation_onset, degradation_onsets
 from cicloml.settings import get_settings
 from cicloml.spec import load_spec
 from cicloml.training import read_labels
+from flows.health import publish_health_page
 from flows.local import run_locally
 from flows.retraining import follow_up, reconsider_pending, request_retraining
 from flows.runs import flow_run_url
@@ -73,6 +76,8 @@ class CheckQualityResult(BaseModel):
     follow_up: str | None = None
     """Why a follow-up retraining was asked for (the champion learned a changed world from its first labels, and
     they have grown: `retraining.follow_up_growth`); None when none was."""
+    health_page: str | None = None
+    """The model's health page over its last windows, with this check's realized quality."""
 
 
 @task
@@ -136,21 +141,22 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         report.baseline_roc_auc,
     )
 
-    alerts = []
+    alerts: dict[datetime, str] = {}
     for window in degradation_onsets(report.windows):
         message = quality_message(
             report, window, flow_run_url=flow_run_url(), window_seconds=settings.profile_window_seconds
         )
         key = f"quality:{alert_key(model_tag, window.window_start)}"
-        alerts.append(send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status)
-        if alerts[-1] == "no_webhook":
+        alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status
+        alerts[window.window_start] = alert
+        if alert == "no_webhook":
             logger.warning("quality alert (no Slack webhook configured, CICLO_SLACK_WEBHOOK_URL): %s", message["text"])
 
-    retrain = "none"
+    retrain, reason = "none", None
     if report.degraded:
         newest = report.degraded_windows[-1]
         if not spec.quality.retrain_on_drop:
-            retrain = "off"
+            retrain, reason = "off", "quality.retrain_on_drop is off"
         else:
             assert newest.metrics is not None and newest.metrics.roc_auc is not None, "a degraded window was judged"
             reason = (
@@ -173,6 +179,9 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
     restarted = reconsider_pending(spec, labels, known_by, in_process=params.retrain_in_process)
     # A champion that learned a changed world from its first labels: retrain again as they grow.
     followed_up = follow_up(spec, labels, known_by, in_process=params.retrain_in_process) if retrain == "none" else None
+    decisions = _decisions(report, retrain, reason, restarted, followed_up)
+    record_quality(settings.state_dir, report, alerts=alerts, decisions=decisions)
+    page = publish_health_page(settings, spec.name)
     return CheckQualityResult(
         model_tag=model_tag,
         baseline_roc_auc=report.baseline_roc_auc,
@@ -186,13 +195,47 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
         profiled_rows={window.window_start: window.profiled_rows for window in report.windows},
         logged_rows={window.window_start: window.predictions for window in report.windows},
         rows_differ=[window.window_start for window in report.windows if window.rows_disagreement],
-        alerts=alerts,
+        alerts=list(alerts.values()),
         retrain=retrain,
         estimates={window.window_start: window.estimate for window in report.windows},
         concept_drift_windows=[window.window_start for window in report.windows if window.concept_drift],
         restarted_requests=[request.key for request in restarted],
         follow_up=followed_up,
+        health_page=str(page),
     )
+
+
+def _decisions(
+    report: QualityReport,
+    retrain: str,
+    reason: str | None,
+    restarted: list[PendingRetraining],
+    followed_up: str | None,
+) -> list[WindowDecision]:
+    """The check's retraining decisions for the model's history, each on the window it is about: a drop's on its
+    newest degraded window, a restarted request's on the window that asked, a follow-up on the newest window."""
+    decisions = [
+        WindowDecision(
+            model_tag=request.model_tag,
+            window_start=request.window_start,
+            decision=Decision(
+                source="labels matured",
+                action="restarted",
+                reason=f"{request.reason} (waiting since {request.requested_at:%Y-%m-%d %H:%M} UTC)",
+            ),
+        )
+        for request in restarted
+    ]
+    if retrain != "none":
+        newest = report.degraded_windows[-1].window_start
+        decision = Decision(source="quality", action=retrain, reason=reason)
+        decisions.append(WindowDecision(model_tag=report.model_tag, window_start=newest, decision=decision))
+    if followed_up is not None and report.windows:
+        decision = Decision(source="follow-up", action="requested", reason=followed_up)
+        decisions.append(
+            WindowDecision(model_tag=report.model_tag, window_start=report.windows[-1].window_start, decision=decision)
+        )
+    return decisions
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ to it (the embedded demo), the retrain flow directly.
 detect-drift-all does the same for every model version that served a window (a switch, a canary, a shadow model):
 the per-version checks run in parallel on the configured task runner (`flows/runners.py`), the alerts and
 retraining requests after them in the flow, one version at a time.
+
+Both keep each checked window, with its alert and retraining decision, in the model's history (`cicloml.health`) and
+rewrite the model-health page over its last windows, linked from the run (artifact `model-health`).
 """
 
 from datetime import datetime, timezone
@@ -23,6 +26,7 @@ from pydantic import BaseModel
 from cicloml.alerts import alert_key, cleared_message, drift_message, send_once
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
+from cicloml.health import record_drift
 from cicloml.incidents import IncidentLog
 from cicloml.monitoring import WindowCheck, versions_with_traffic
 from cicloml.profiling import newest_finished_window
@@ -31,6 +35,7 @@ from cicloml.retraining import drift_retraining
 from cicloml.settings import Settings, get_settings
 from cicloml.spec import ProjectSpec, load_spec
 from flows import tasks
+from flows.health import publish_health_page
 from flows.local import run_locally
 from flows.retraining import request_retraining
 from flows.runners import ConfiguredTaskRunner
@@ -79,6 +84,8 @@ class DetectDriftResult(BaseModel):
     """Why retraining was or was not asked for a drifted window, with the estimated impact."""
     performance: PerformanceEstimate | None = None
     """The model's performance estimated from the window's logged scores, before labels."""
+    health_page: str | None = None
+    """The model's health page over its last windows, this one included."""
 
 
 @flow(name="detect-drift")
@@ -94,7 +101,8 @@ def detect_drift(params: DetectDriftParams = DetectDriftParams()) -> DetectDrift
     markdown = "\n\n".join(filter(None, [report.markdown(), check.rows_disagreement]))
     create_markdown_artifact(key="drift", markdown=markdown, description=f"{model_tag} {report.window_start}")
     create_link_artifact(key="drift-report", link=check.report_path.as_uri(), link_text="drift report (HTML)")
-    return act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process)
+    result = act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process)
+    return result.model_copy(update={"health_page": str(publish_health_page(settings, spec.name))})
 
 
 class DetectDriftAllParams(BaseModel):
@@ -110,6 +118,8 @@ class DetectDriftAllResult(BaseModel):
     window_start: datetime
     results: list[DetectDriftResult]
     """One per model version checked, in the order of `model_tags` (by default, of their tags)."""
+    health_page: str | None = None
+    """The model's health page over its last windows, every version's check of this one included."""
 
 
 @flow(name="detect-drift-all", task_runner=ConfiguredTaskRunner())
@@ -131,14 +141,15 @@ def detect_drift_all(params: DetectDriftAllParams = DetectDriftAllParams()) -> D
     ).result()
     create_markdown_artifact(key="drift-all", markdown=_summary(checks), description=window_start.isoformat())
     results = [act_on_check(check, settings, spec, retrain_in_process=params.retrain_in_process) for check in checks]
-    return DetectDriftAllResult(window_start=window_start, results=results)
+    page = publish_health_page(settings, spec.name)
+    return DetectDriftAllResult(window_start=window_start, results=results, health_page=str(page))
 
 
 def act_on_check(
     check: WindowCheck, settings: Settings, spec: ProjectSpec, *, retrain_in_process: bool | None
 ) -> DetectDriftResult:
     """What the flows do with a checked window, in the flow's process: log it and, on drift, alert Slack once and
-    ask once for retraining (not for skew)."""
+    ask once for retraining (not for skew); keep the window and what was decided in the model's history."""
     logger = get_run_logger()
     report = check.report
     model_tag, window_start = report.model_tag, report.window_start
@@ -186,6 +197,16 @@ def act_on_check(
             assert step.incident is not None
             logger.info("no message: part of the open drift incident (%s)", step.incident.describe())
         logger.info("retraining: %s (%s)", retraining, why.reason)
+    record_drift(
+        settings.state_dir,
+        report,
+        rows=check.rows,
+        incident=step.action,
+        alert=alert,
+        retrain=retraining,
+        retrain_reason=why.reason if why else None,
+        report_path=check.report_path,
+    )
     return DetectDriftResult(
         model_tag=model_tag,
         window_start=window_start,

@@ -62,6 +62,10 @@ def test_a_quality_drop_alerts_once_and_requests_retraining_once(tmp_path):
         assert (late.alerts, late.retrain) == (["sent"], "requested")
         assert [body["text"].split(":")[0] for body in slack.bodies] == ["Probable concept drift in churn"]
         assert f"{drifted:.3f}" in slack.bodies[0]["text"] and "concept drift" in str(slack.bodies[0]["blocks"])
+        # The model-health page shows both windows' realized quality beside the estimate, and the request with why.
+        page = open(late.health_page).read()
+        assert f"realized ROC AUC {drifted:.3f}" in page and f"realized ROC AUC {normal:.3f}" in page
+        assert "probable concept drift: live ROC AUC" in page and "<b>requested</b>" in page
 
         again = check_model_quality(CheckQualityParams(model_tag=champion, known_by=known_by, retrain_in_process=False))
         assert (again.alerts, again.retrain) == (["already_sent"], "already_requested")

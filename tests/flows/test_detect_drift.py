@@ -3,7 +3,9 @@ model ranks as well as ever) alerts a local Slack receiver once with its estimat
 retraining is asked for; a rerun repeats nothing; the drift's next window sends nothing, and clean windows that
 clear the incident send one message."""
 
+import re
 from datetime import datetime, timedelta, timezone
+from html import escape
 
 import pytest
 
@@ -77,3 +79,8 @@ def test_drift_alerts_once_with_its_estimated_impact(tmp_path):
         assert outcomes == [(False, "continues", "none")] * (clear_after - 1) + [(False, "cleared", "sent")]
         assert [body["text"].split(":")[0] for body in slack.bodies] == ["Drift in churn", "Drift in churn cleared"]
         assert "2 alerting window(s); peak monthly_charges" in str(slack.bodies[1]["blocks"])
+        # The model-health page names every window checked, once each, with the drift's held retraining and why.
+        page = open(clean.health_page).read()
+        checked = [QUIET, DRIFTED, later, *(DRIFTED + timedelta(hours=h) for h in range(2, 2 + clear_after))]
+        assert re.findall(r'class="window" data-window="([^"]+)"', page) == [w.isoformat() for w in checked[::-1]]
+        assert "<b>held</b>" in page and escape(drifted.retrain_reason) in page
