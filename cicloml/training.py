@@ -9,7 +9,7 @@ from sklearn.pipeline import Pipeline
 
 from cicloml.checks import validate_training_frame
 from cicloml.errors import ConfigError, DataError
-from cicloml.estimation import Calibration, fit_calibration
+from cicloml.estimation import Calibration, anchor_calibration, fit_calibration
 from cicloml.evaluation import EvalReport, choose_threshold, evaluate_scores, plot_evaluation, render_markdown
 from cicloml.models.inputs import encode_frame, learn_vector_widths
 from cicloml.models.preprocessing import FeatureSchema
@@ -203,11 +203,13 @@ def tune_threshold(model: Pipeline, validation_frame: pd.DataFrame, schema: Feat
 
 
 def calibrate_scores(
-    model: Pipeline, validation_frame: pd.DataFrame, schema: FeatureSchema, label: str, *, seed: int
+    model: Pipeline, validation_frame: pd.DataFrame, schema: FeatureSchema, label: str, *, seed: int, test: Evaluation
 ) -> Calibration:
     """How the model's scores map to probabilities, fitted on the validation split (out of sample, as live scores
-    are): what estimating performance before labels rests on (`cicloml.estimation`)."""
-    return fit_calibration(score(model, validation_frame, schema), validation_frame[label].to_numpy(), seed=seed)
+    are) and anchored on the test split's scores and labels: what estimating performance before labels rests on
+    (`cicloml.estimation`)."""
+    calibration = fit_calibration(score(model, validation_frame, schema), validation_frame[label].to_numpy(), seed=seed)
+    return anchor_calibration(calibration, test.scores, test.labels, seed=seed)
 
 
 def evaluate_champion(

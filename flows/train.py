@@ -117,10 +117,10 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:
     weights = recency_weights(split.train[time_column], spec.training.recency_half_life_days)
     model = tasks.fit_model(split.train, label, schema, model_spec, seed, sample_weight=weights)
     threshold = tasks.tune_threshold(model, split.validation, schema, label)
-    calibration = tasks.calibrate_scores(model, split.validation, schema, label, seed=seed)
     evaluation = tasks.evaluate_model(
         model, split.test, schema, label, threshold=threshold, slices=spec.training.slices
     )
+    calibration = tasks.calibrate_scores(model, split.validation, schema, label, seed=seed, test=evaluation)
     champion = tasks.evaluate_champion(registry, split.test, label, slices=spec.training.slices)
     comparison = None
     if champion and champion_lineage:

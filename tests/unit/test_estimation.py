@@ -11,6 +11,7 @@ from cicloml.errors import DataError
 from cicloml.estimation import (
     Calibration,
     PerformanceEstimate,
+    anchor_calibration,
     average_precision,
     estimate_performance,
     fit_calibration,
@@ -47,6 +48,33 @@ def test_calibration_corrects_miscalibrated_scores(distort):
     recovered = calibration.apply(distort(fresh))
     assert np.abs(recovered - fresh).mean() < 0.25 * np.abs(distort(fresh) - fresh).mean()
     assert log_loss(recovered, fresh_labels) < log_loss(distort(fresh), fresh_labels)
+
+
+def test_anchoring_cancels_an_error_the_map_makes_everywhere():
+    """Scores taken as calibrated though overconfident (p³, uncorrected): the raw estimate misses every window of
+    the same world by the same amount; anchored on a labelled test sample, it lands on the realized ROC AUC."""
+    probabilities, labels = calibrated_sample(20_000, seed=3)
+    anchored = anchor_calibration(IDENTITY, probabilities**3, labels)
+    estimated_on_test = estimate_performance(probabilities**3, IDENTITY, threshold=0.5).roc_auc
+    assert anchored.roc_auc_offset == pytest.approx(estimated_on_test - sk.roc_auc_score(labels, probabilities**3))
+    assert anchored.method == IDENTITY.method and IDENTITY.roc_auc_offset == 0.0
+    raw_errors, anchored_errors = [], []
+    for seed in range(4, 10):
+        window, window_labels = calibrated_sample(5_000, seed=seed)
+        realized = sk.roc_auc_score(window_labels, window**3)
+        raw_errors.append(estimate_performance(window**3, IDENTITY, threshold=0.5).roc_auc - realized)
+        estimate = estimate_performance(window**3, anchored, threshold=0.5)
+        anchored_errors.append(estimate.roc_auc - realized)
+        low, high = estimate.roc_auc_interval
+        assert low <= estimate.roc_auc <= high  # the interval moves with the estimate
+    assert abs(np.mean(raw_errors)) > 0.03  # the miscalibration is visible unanchored
+    assert abs(np.mean(anchored_errors)) < 0.01
+    assert np.mean(np.abs(anchored_errors)) < 0.5 * np.mean(np.abs(raw_errors))
+
+
+def test_anchoring_needs_both_classes():
+    scores = np.linspace(0.1, 0.9, 50)
+    assert anchor_calibration(IDENTITY, scores, np.zeros(50)) is IDENTITY
 
 
 @pytest.mark.parametrize("seed", range(6))
