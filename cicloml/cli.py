@@ -137,7 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         "backtest.png and backtest.html, prints the summary per policy. Deterministic for a seed.",
     )
     backtest.add_argument("--weeks", type=int, default=16, help="simulated weeks (default 16)")
-    backtest.add_argument("--customers", type=int, default=1000, help="customers, each scored daily (default 1000)")
+    backtest.add_argument(
+        "--customers",
+        type=int,
+        default=BacktestWorld.model_fields["customers"].default,
+        help="customers, each scored daily (default %(default)s)",
+    )
     backtest.add_argument("--seed", type=int, default=7, help="the world's seed (default 7)")
     backtest.add_argument(
         "--policies",

@@ -27,7 +27,7 @@ from flows.local import run_locally
 
 class BacktestParams(BaseModel):
     weeks: int = Field(16, ge=1)
-    customers: int = Field(1000, ge=100)
+    customers: int = Field(BacktestWorld.model_fields["customers"].default, ge=100)
     seed: int = 7
     policies: list[str] = Field(default_factory=lambda: list(DEFAULT_POLICIES))
     """Among never, weekly, every_drift, cicloml, oracle, cicloml_weekly."""
