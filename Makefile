@@ -40,7 +40,7 @@ lint: $(INSTALLED) ## Check style and imports (ruff)
 bench-features: $(INSTALLED) system-packages ## Measure materialization and online lookups (prints JSON)
 	$(BIN)/python benchmarks/bench_features.py
 
-bench-serve: $(INSTALLED) system-packages ## Load-test the bento against a FastAPI baseline with wrk (prints JSON)
+bench-serve: $(INSTALLED) system-packages ## Load-test the bento (compiled inference on/off) beside FastAPI and MLflow 3 with wrk (JSON)
 	$(BIN)/python benchmarks/bench_serve.py
 
 bench-on-demand: $(INSTALLED) system-packages ## On-demand views online beside Feast's own lookup; /predict with them (JSON)

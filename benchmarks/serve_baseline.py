@@ -3,10 +3,10 @@
 It does what `bentos.service.PredictionService.predict` does for a request, and nothing else: the same strict
 request body (`{"entity_ids": [...]}`, 1 to MAX_ROWS INT64 ids), the same `OnlineFeatureReader` lookup (one per
 request, unknown/missing/stale rows answered with a status and no score), the same model called through
-`cicloml.models.row_scorer.row_scoring` on the same columns, and the same response rows
-(`bentos.schemas.Prediction`). No BentoML serving code runs: no BentoML app, middleware, metrics, access log or
-worker supervisor; the model is read from BentoML's local model store by `cicloml.registry`, as the service's
-worker does.
+`cicloml.models.row_scorer.row_scoring` on the same columns (with the version's compiled trees when the
+`compiled_inference` setting is on, as the service), and the same response rows (`bentos.schemas.Prediction`).
+No BentoML serving code runs: no BentoML app, middleware, metrics, access log or worker supervisor; the model is
+read from BentoML's local model store by `cicloml.registry`, as the service's worker does.
 """
 
 import os
@@ -49,7 +49,7 @@ class Worker:
             raise ConfigError("no champion to serve: set CICLO_MODEL_TAG or promote a model")
         self.model: LoadedModel = registry.load(tag)
         self.features = self.model.lineage.features
-        self.score_rows = row_scoring(self.model.pipeline, self.features)
+        self.score_rows = row_scoring(self.model.pipeline, self.features, self.model.compiled)
         store = open_store(spec.features.repo, settings)
         self.reader = OnlineFeatureReader(
             store,

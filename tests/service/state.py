@@ -35,8 +35,11 @@ from tests.conftest import ROOT
 MODEL_SPEC = SklearnModelSpec(params={"max_iter": 60, "learning_rate": 0.1, "max_leaf_nodes": 15})
 
 
-def build_served_state(settings: Settings, end: datetime, *, customers: int = 400) -> str:
-    """Demo data up to `end`, applied and materialized; one model trained on it, registered and promoted.
+def build_served_state(
+    settings: Settings, end: datetime, *, customers: int = 400, model_spec: SklearnModelSpec = MODEL_SPEC
+) -> str:
+    """Demo data up to `end`, applied and materialized; one model (`model_spec`: by default a small one, quick to
+    fit) trained on it, registered and promoted.
 
     Returns the champion's tag.
     """
@@ -46,7 +49,7 @@ def build_served_state(settings: Settings, end: datetime, *, customers: int = 40
     store = open_store(ROOT / spec.features.repo, settings)
     apply_repo(store)
     materialize(store, end + timedelta(seconds=1))
-    tag = register_trained(settings, store, FeatureContract.resolve(store, service), MODEL_SPEC, known_by=end)
+    tag = register_trained(settings, store, FeatureContract.resolve(store, service), model_spec, known_by=end)
     ModelRegistry(settings, spec.name).promote(tag)
     return tag
 
@@ -80,7 +83,8 @@ def register_trained(
         repo_dir=ROOT,
     )
     reference = reference_profile(model, split.train, split.validation, schema)
-    return ModelRegistry(settings, spec.name).register(model, lineage, reference, {"gate": "passed"})
+    registry = ModelRegistry(settings, spec.name)
+    return registry.register(model, lineage, reference, {"gate": "passed"}, check_frame=split.test)
 
 
 def push_rows(settings: Settings, push_source: str, rows: list[dict[str, Any]]) -> None:
