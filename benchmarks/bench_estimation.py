@@ -7,7 +7,7 @@
    with missing indicators, scaling, one-hot categories; HistGradientBoostingClassifier with cicloml.yaml's
    parameters), split by time with `cicloml.training.split_by_time` (cicloml.yaml's fractions; all the history, not
    the spec's training.window_days). The decision threshold is tuned and the calibration (`fit_calibration`)
-   fitted on the validation split.
+   fitted on the validation split, then anchored on the test split (`anchor_calibration`), as the train flow does.
 2. Windows. For each scenario (none, price_rise, new_region, competitor_offer) and seed, `generate_traffic` draws the
    next day's traffic of every customer with its churn outcome; a window is a seeded sample of 1,000 or 5,000 of its
    rows. Per window: the realized ROC AUC (its labels), the estimate from its scores alone (`estimate_performance`,
@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from cicloml.demo.churn import DemoTables, generate_churn_data, generate_traffic, served_features
-from cicloml.estimation import Calibration, estimate_performance, fit_calibration
+from cicloml.estimation import Calibration, anchor_calibration, estimate_performance, fit_calibration
 from cicloml.evaluation import choose_threshold
 from cicloml.models.inputs import FeatureInput
 from cicloml.models.preprocessing import FeatureSchema
@@ -145,7 +145,11 @@ def train(frame: pd.DataFrame, seed: int) -> dict[str, Any]:
     validation_scores = score(pipeline, split.validation)
     validation_labels = split.validation[LABEL].to_numpy().astype(int)
     test_scores = score(pipeline, split.test)
-    calibration = fit_calibration(validation_scores, validation_labels, seed=seed)
+    test_labels = split.test[LABEL].to_numpy().astype(int)
+    # As the train flow: fitted on validation, anchored on the test split (`anchor_calibration`).
+    calibration = anchor_calibration(
+        fit_calibration(validation_scores, validation_labels, seed=seed), test_scores, test_labels, seed=seed
+    )
     return {
         "pipeline": pipeline,
         "threshold": choose_threshold(validation_scores, validation_labels),
@@ -153,7 +157,7 @@ def train(frame: pd.DataFrame, seed: int) -> dict[str, Any]:
         "validation": {"scores": validation_scores, "labels": validation_labels},
         "rows": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
         "validation_roc_auc": float(roc_auc_score(validation_labels, validation_scores)),
-        "test_roc_auc": float(roc_auc_score(split.test[LABEL].astype(int), test_scores)),
+        "test_roc_auc": float(roc_auc_score(test_labels, test_scores)),
         "test_positive_rate": float(split.test[LABEL].mean()),
     }
 

@@ -113,6 +113,9 @@ class Calibration(_Value):
     is estimated at the test ROC AUC and the map's fitting error cancels: fitted on a few thousand validation rows, a
     map put the backtest's day-0 models' estimates 0.03 above or below their realized ROC AUC on unchanged traffic
     (seeds 1–10; 0.01 once anchored). What remains is the test ROC AUC's own sampling error. 0: not anchored."""
+    roc_auc_offset_se: float = 0.0
+    """That sampling error (Hanley and McNeil's, on the test split's class counts): each draw of an estimate also
+    draws its offset from N(`roc_auc_offset`, this²), so the interval carries it."""
 
     @model_validator(mode="after")
     def _map_matches_method(self) -> Self:
@@ -191,11 +194,25 @@ def anchor_calibration(
     labels = np.asarray(labels).astype(int)
     if not 0 < labels.sum() < len(labels):
         return calibration
-    unanchored = calibration.model_copy(update={"roc_auc_offset": 0.0})
+    unanchored = calibration.model_copy(update={"roc_auc_offset": 0.0, "roc_auc_offset_se": 0.0})
     # The threshold only matters for precision and recall, which are not anchored.
     estimated = estimate_performance(scores, unanchored, threshold=0.5, seed=seed).roc_auc
+    if estimated is None:
+        return calibration
     realized = float(roc_auc(scores, labels)[0])
-    return calibration if estimated is None else unanchored.model_copy(update={"roc_auc_offset": estimated - realized})
+    positives = int(labels.sum())
+    error = roc_auc_standard_error(realized, positives, len(labels) - positives)
+    return unanchored.model_copy(update={"roc_auc_offset": estimated - realized, "roc_auc_offset_se": error})
+
+
+def roc_auc_standard_error(roc_auc: float, positives: int, negatives: int) -> float:
+    """Hanley and McNeil's (1982) standard error of a ROC AUC measured on this many labels of each class: it needs
+    only the AUC and the counts."""
+    q1, q2 = roc_auc / (2 - roc_auc), 2 * roc_auc**2 / (1 + roc_auc)
+    variance = (
+        roc_auc * (1 - roc_auc) + (positives - 1) * (q1 - roc_auc**2) + (negatives - 1) * (q2 - roc_auc**2)
+    ) / max(positives * negatives, 1)
+    return float(np.sqrt(max(variance, 0.0)))
 
 
 def _fit_map(method: CalibrationMethod, scores: np.ndarray, labels: np.ndarray) -> Calibration:
@@ -321,7 +338,12 @@ def estimate_performance(
     }
     if len(scores) >= 2:
         draws = _simulate_metrics(scores, probabilities, calibration.covariance, threshold, simulations, seed)
-        draws["roc_auc"] = np.clip(draws["roc_auc"] - calibration.roc_auc_offset, 0.0, 1.0)
+        # The anchor's offset, drawn within its own sampling error (a generator of its own: the label draws stay
+        # the same whether or not a calibration is anchored).
+        offsets = np.random.default_rng([seed, 1]).normal(
+            calibration.roc_auc_offset, calibration.roc_auc_offset_se, simulations
+        )
+        draws["roc_auc"] = np.clip(draws["roc_auc"] - offsets, 0.0, 1.0)
         for metric, per_draw in draws.items():
             values |= _summarize(metric, per_draw, confidence)
     return PerformanceEstimate(

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy.stats import norm
 
-from cicloml.estimation import Calibration, PerformanceEstimate, estimate_performance
+from cicloml.estimation import Calibration, PerformanceEstimate, estimate_performance, roc_auc_standard_error
 from cicloml.evaluation import Metrics, evaluate_scores
 from cicloml.prediction_log import rows_disagreement
 from cicloml.spec import LabelsSpec, QualitySpec
@@ -218,13 +218,8 @@ def assess_quality(
 
 
 def roc_auc_interval(roc_auc: float, positives: int, negatives: int, confidence: float) -> tuple[float, float]:
-    """A normal interval around a ROC AUC with Hanley and McNeil's (1982) standard error, which needs only the AUC
-    and the class counts; clipped to [0, 1]."""
-    q1, q2 = roc_auc / (2 - roc_auc), 2 * roc_auc**2 / (1 + roc_auc)
-    variance = (
-        roc_auc * (1 - roc_auc) + (positives - 1) * (q1 - roc_auc**2) + (negatives - 1) * (q2 - roc_auc**2)
-    ) / max(positives * negatives, 1)
-    half = float(norm.ppf(0.5 + confidence / 2)) * float(np.sqrt(max(variance, 0.0)))
+    """A normal interval around a ROC AUC with Hanley and McNeil's standard error; clipped to [0, 1]."""
+    half = float(norm.ppf(0.5 + confidence / 2)) * roc_auc_standard_error(roc_auc, positives, negatives)
     return max(0.0, roc_auc - half), min(1.0, roc_auc + half)
 
 

@@ -58,6 +58,7 @@ def test_anchoring_cancels_an_error_the_map_makes_everywhere():
     estimated_on_test = estimate_performance(probabilities**3, IDENTITY, threshold=0.5).roc_auc
     assert anchored.roc_auc_offset == pytest.approx(estimated_on_test - sk.roc_auc_score(labels, probabilities**3))
     assert anchored.method == IDENTITY.method and IDENTITY.roc_auc_offset == 0.0
+    assert 0 < anchored.roc_auc_offset_se < 0.01  # the test sample's own sampling error, carried into intervals
     raw_errors, anchored_errors = [], []
     for seed in range(4, 10):
         window, window_labels = calibrated_sample(5_000, seed=seed)
