@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 STATE_DIR := $(or $(CICLO_STATE_DIR),.ciclo)
 export PREFECT_HOME ?= $(STATE_DIR)/prefect
 
-.PHONY: help demo up down serve test lint backtest bench-features bench-serve bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-estimation bench-loop bench-operations bench-dask system-packages lock clean
+.PHONY: help demo up down serve test lint backtest bench-features bench-serve bench-compiled bench-on-demand bench-supervision bench-profiling bench-segments bench-training bench-drift bench-estimation bench-loop bench-operations bench-dask system-packages lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench-features: $(INSTALLED) system-packages ## Measure materialization and onli
 
 bench-serve: $(INSTALLED) system-packages ## Load-test the bento (compiled inference on/off) beside FastAPI and MLflow 3 with wrk (JSON)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-compiled: $(INSTALLED) ## One-row and batch scoring: compiled trees (treelite) beside scikit-learn (prints JSON)
+	$(BIN)/python benchmarks/bench_compiled.py
 
 bench-on-demand: $(INSTALLED) system-packages ## On-demand views online beside Feast's own lookup; /predict with them (JSON)
 	$(BIN)/python benchmarks/bench_on_demand.py
