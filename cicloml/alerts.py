@@ -63,10 +63,11 @@ def drift_message(
     clears_after: int | None = None,
     flow_run_url: str | None,
     report_url: str | None,
+    health_url: str | None = None,
 ) -> dict[str, Any]:
     """The Block Kit message for a drifted window that opens an incident: model, window, drifted features with
     scores, the estimated impact on the model and whether (and why) retraining was asked for, when Slack hears
-    again (`clears_after` clean windows), links."""
+    again (`clears_after` clean windows), links (the run, the window's report, the model's health page)."""
     drifted = sorted((f for f in report.features if f.drifted), key=lambda feature: -feature.score)
     window = (
         f"{report.window_start:%Y-%m-%d %H:%M}–{report.window_end:%H:%M} UTC"
@@ -101,21 +102,31 @@ def drift_message(
     if report.quality_issues:
         issues = "\n".join(f"• `{issue.column}` {issue.rule}: {issue.detail}" for issue in report.quality_issues)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Data quality*\n{issues}"[:3000]}})
-    return _message(headline, blocks, {"Flow run": flow_run_url, "Drift report": report_url})
+    return _message(
+        headline, blocks, {"Flow run": flow_run_url, "Drift report": report_url, "Model health": health_url}
+    )
 
 
-def cleared_message(incident: Incident, *, flow_run_url: str | None, report_url: str | None) -> dict[str, Any]:
+def cleared_message(
+    incident: Incident, *, flow_run_url: str | None, report_url: str | None, health_url: str | None = None
+) -> dict[str, Any]:
     """The Block Kit message for an incident that cleared: how long it lasted, what drifted, its peak scores."""
     headline = f"Drift in {incident.model} cleared: {incident.clean_windows} clean windows in a row"
     facts = {
         "Model": f"`{incident.model}` (opened by `{incident.opened_by}`)",
         "Incident": incident.describe(),
     }
-    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url, "Drift report": report_url})
+    links = {"Flow run": flow_run_url, "Drift report": report_url, "Model health": health_url}
+    return _message(headline, _opening(headline, facts), links)
 
 
 def quality_message(
-    report: QualityReport, window: WindowQuality, *, flow_run_url: str | None, window_seconds: int
+    report: QualityReport,
+    window: WindowQuality,
+    *,
+    flow_run_url: str | None,
+    window_seconds: int,
+    health_url: str | None = None,
 ) -> dict[str, Any]:
     """The Block Kit message for a window whose live ROC AUC fell below the model's by more than allowed."""
     auc = window.metrics.roc_auc if window.metrics else None
@@ -140,7 +151,7 @@ def quality_message(
             "the estimate from the scores did not foresee the drop: the features look as they did, the outcomes "
             "changed (concept drift); retraining on the new labels is what helps"
         )
-    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url})
+    return _message(headline, _opening(headline, facts), {"Flow run": flow_run_url, "Model health": health_url})
 
 
 def deferred_message(reason: str, skipped: str, pending: str | None, *, flow_run_url: str | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from cicloml.alerts import alert_key, quality_message, send_once
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
 from cicloml.health import Decision, WindowDecision, record_quality
+from cicloml.health_report import health_page_path
 from cicloml.prediction_log import read_prediction_log
 from cicloml.profiling import window_folder, window_profiled_rows
 from cicloml.quality import QualityReport, assess_quality, join_labels
@@ -144,7 +145,11 @@ def check_model_quality(params: CheckQualityParams = CheckQualityParams()) -> Ch
     alerts: dict[datetime, str] = {}
     for window in degradation_onsets(report.windows):
         message = quality_message(
-            report, window, flow_run_url=flow_run_url(), window_seconds=settings.profile_window_seconds
+            report,
+            window,
+            flow_run_url=flow_run_url(),
+            window_seconds=settings.profile_window_seconds,
+            health_url=health_page_path(settings, spec.name).as_uri(),  # rewritten at the end of this run
         )
         key = f"quality:{alert_key(model_tag, window.window_start)}"
         alert = send_once(settings.slack_webhook_url, message, key=key, ledger_dir=settings.alerts_dir).status

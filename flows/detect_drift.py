@@ -27,6 +27,7 @@ from cicloml.alerts import alert_key, cleared_message, drift_message, send_once
 from cicloml.errors import ConfigError
 from cicloml.estimation import PerformanceEstimate
 from cicloml.health import record_drift
+from cicloml.health_report import health_page_path
 from cicloml.incidents import IncidentLog
 from cicloml.monitoring import WindowCheck, versions_with_traffic
 from cicloml.profiling import newest_finished_window
@@ -166,9 +167,12 @@ def act_on_check(
     with IncidentLog(settings.incidents_dir, spec.name).updating() as incidents:
         step = incidents.apply(report, spec.alerts)
     alert, retraining, why = "none", "none", None
+    health_url = health_page_path(settings, spec.name).as_uri()  # the flow rewrites it once its checks are acted on
     if step.action == "cleared":
         assert step.incident is not None
-        message = cleared_message(step.incident, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri())
+        message = cleared_message(
+            step.incident, flow_run_url=flow_run_url(), report_url=check.report_path.as_uri(), health_url=health_url
+        )
         alert = _send(message, f"{step.incident.model}@{step.incident.opened.isoformat()}:cleared", settings)
         logger.info("drift incident cleared: %s", step.incident.describe())
     if report.drifted:
@@ -188,6 +192,7 @@ def act_on_check(
                 clears_after=spec.alerts.clear_after,
                 flow_run_url=flow_run_url(),
                 report_url=check.report_path.as_uri(),
+                health_url=health_url,
             )
             alert = _send(message, alert_key(model_tag, window_start), settings)
             if alert == "no_webhook":

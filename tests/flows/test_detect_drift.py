@@ -6,6 +6,7 @@ clear the incident send one message."""
 import re
 from datetime import datetime, timedelta, timezone
 from html import escape
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,7 @@ def test_drift_alerts_once_with_its_estimated_impact(tmp_path):
         assert "2 alerting window(s); peak monthly_charges" in str(slack.bodies[1]["blocks"])
         # The model-health page names every window checked, once each, with the drift's held retraining and why.
         page = open(clean.health_page).read()
+        assert f"<{Path(clean.health_page).as_uri()}|Model health>" in str(slack.bodies[0]["blocks"])  # Slack links it
         checked = [QUIET, DRIFTED, later, *(DRIFTED + timedelta(hours=h) for h in range(2, 2 + clear_after))]
         assert re.findall(r'class="window" data-window="([^"]+)"', page) == [w.isoformat() for w in checked[::-1]]
         assert "<b>held</b>" in page and escape(drifted.retrain_reason) in page

@@ -99,7 +99,12 @@ def no_sleep() -> Iterator[list[float]]:
 
 
 def message(report: DriftReport) -> dict:
-    return drift_message(report, flow_run_url="http://prefect.local/runs/1", report_url="file:///tmp/drift.html")
+    return drift_message(
+        report,
+        flow_run_url="http://prefect.local/runs/1",
+        report_url="file:///tmp/drift.html",
+        health_url="file:///tmp/health/churn.html",
+    )
 
 
 def test_the_message_names_the_model_window_drifted_features_and_links(report):
@@ -112,6 +117,7 @@ def test_the_message_names_the_model_window_drifted_features_and_links(report):
         and "tenure_days" not in text.split("Data quality")[0]
     )
     assert "<http://prefect.local/runs/1|Flow run>" in text and "<file:///tmp/drift.html|Drift report>" in text
+    assert "<file:///tmp/health/churn.html|Model health>" in text
 
 
 def test_two_runs_for_the_same_window_post_exactly_once(report, tmp_path, no_sleep):
