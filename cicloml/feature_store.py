@@ -565,9 +565,7 @@ class OnlineFeatureReader:
         for row in usable:
             missing = [name for step in self.contract.on_demand for name in step.outputs if columns[name][row] is None]
             if missing:
-                row_issues[row] = EntityIssue(
-                    entity=self._entity(row, columns), status="missing_values", features=missing
-                )
+                row_issues[row] = self._issue(row, columns, "missing_values", missing)
 
     def _entity_keys(self, view_keys: list[str], columns: dict[str, list[Any]]) -> list[Any]:
         """Entity key protos for one view's join keys, as Feast builds them from entity rows (each key's declared

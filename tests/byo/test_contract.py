@@ -199,6 +199,22 @@ def test_compound_keys_online_say_which_pair_is_unknown_or_incomplete(applied, c
     assert online.entity(0) == {"user_id": known["user_id"], "item_id": int(known["item_id"])}
 
 
+def test_an_on_demand_output_that_comes_back_null_makes_its_row_missing_values(applied, contract):
+    project, store = applied
+    known = pairs_seen_before(project, AT, 1).iloc[0]
+    entities = {
+        "user_id": [known["user_id"]] * 2,
+        "item_id": [int(known["item_id"])] * 2,
+        "discount": [0.1, float("nan")],  # the service refuses NaN; a user's transformation may still return null
+        "hour_of_day": [20, 20],
+    }
+    online = OnlineFeatureReader(store, contract).fetch(entities, now=AT)
+    issue = next(issue for issue in online.issues if issue.row == 1)
+    assert (issue.status, issue.features) == ("missing_values", ["discounted_price"])
+    assert issue.entity == {"user_id": known["user_id"], "item_id": int(known["item_id"])}
+    assert online.columns["discounted_price"][1] is None
+
+
 def test_batch_scoring_takes_the_pairs_a_view_knows_and_refuses_request_fields(applied, contract):
     project, store = applied
     with pytest.raises(ConfigError, match="needs request field\\(s\\) discount, hour_of_day .* score it online"):
