@@ -40,12 +40,11 @@ from typing import Any
 
 from cicloml.backtest import DEFAULT_POLICIES, BacktestResult, BacktestWorld, PolicyResult, run_backtest
 from cicloml.demo.churn import LABEL_DELAY
-from cicloml.quality import roc_auc_interval
+from cicloml.estimation import roc_auc_standard_error
 from cicloml.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPT = "competitor_offer"
-ONE_SIGMA = 0.6827
 NORMAL_MEAN_DEVIATION = math.sqrt(2 / math.pi)
 
 
@@ -82,7 +81,7 @@ def measure(result: BacktestResult, policy: PolicyResult) -> dict[str, Any]:
         if row.estimated_roc_auc is not None and row.realized_roc_auc is not None and CONCEPT not in row.scenario
     ]
     errors = [abs(row.estimated_roc_auc - row.realized_roc_auc) for row in judged]
-    noise = [sampling_error(row.realized_roc_auc, *row.labelled) * NORMAL_MEAN_DEVIATION for row in judged]
+    noise = [roc_auc_standard_error(row.realized_roc_auc, *row.labelled) * NORMAL_MEAN_DEVIATION for row in judged]
     summary = policy.summary
     return {
         "mean_roc_auc": summary.mean_roc_auc,
@@ -99,12 +98,6 @@ def measure(result: BacktestResult, policy: PolicyResult) -> dict[str, Any]:
         "estimate_errors": errors,
         "realized_noise": noise,
     }
-
-
-def sampling_error(roc_auc: float, positives: int, negatives: int) -> float:
-    """Hanley and McNeil's standard error of a ROC AUC measured on these labels (the half-width of its ±1σ interval)."""
-    low, high = roc_auc_interval(roc_auc, positives, negatives, confidence=ONE_SIGMA)
-    return (high - low) / 2
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
