@@ -16,12 +16,17 @@ values in them, so Feast's own `online_read` reads them back. How it writes diff
 - Within a batch only the newest row per entity is written (by event time, then created time), so the
   outcome does not depend on the order of the rows.
 - `progress` is called once per batch with the number of rows given, not once per row.
+
+It reads them back as Feast's `online_read` does (the same rows, the same result), but converts each entity's event
+time once instead of once per stored feature: Feast's connection turns every row's `event_ts` into a datetime (a
+converter for the column's declared type) and then gives it a time zone, row by row. For 100 to 1,000 entities
+that was about a third of the lookup; for one entity it makes no difference.
 """
 
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from feast import FeatureView, RepoConfig
@@ -73,6 +78,45 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
                 conn.executemany(statement, rows)
         if progress:
             progress(len(data))
+
+    def online_read(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """Per entity key, in order: the event time and the stored values of `table`'s features (every feature, as
+        Feast's reader returns them), or (None, None) for an entity with none."""
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(key, entity_key_serialization_version=version) for key in entity_keys]
+        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
+        # `event_ts + 0` has no declared type, so the connection's timestamp converter leaves its epoch seconds alone.
+        rows = (
+            self._get_conn(config)
+            .execute(
+                f"SELECT entity_key, feature_name, value, event_ts + 0 FROM {name} "
+                f"WHERE entity_key IN ({','.join('?' * len(keys))}) ORDER BY entity_key",
+                keys,
+            )
+            .fetchall()
+        )
+        found: dict[bytes, tuple[int, dict[str, ValueProto]]] = {}
+        for key, feature_name, stored, seconds in rows:
+            value = ValueProto()
+            value.ParseFromString(stored)
+            values = found[key][1] if key in found else {}
+            values[feature_name] = value
+            found[key] = (seconds, values)  # the last row's time, as Feast's reader takes it
+        result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        for key in keys:
+            if key in found:
+                seconds, values = found[key]
+                # Feast's converter reads the seconds as local time and then calls that UTC: the same on a UTC host.
+                result.append((datetime.fromtimestamp(seconds).replace(tzinfo=timezone.utc), values))
+            else:
+                result.append((None, None))
+        return result
 
     def _writes_value_num(self, config: RepoConfig, conn: sqlite3.Connection, name: str) -> bool:
         """Whether Feast's writer would fill `value_num`: asked for in the config and the column exists."""

@@ -64,7 +64,10 @@ class _NumericBlock:
         return len(self.mean)
 
     def write(self, matrix: np.ndarray, start: int, columns: Mapping[str, Sequence[Any]]) -> None:
-        raw = np.column_stack([_floats(columns[name]) for name in self.columns])
+        try:  # one conversion for the block: a few rows cost numpy's per-call overhead, not their values
+            raw = np.array([columns[name] for name in self.columns], dtype=np.float64).T
+        except TypeError:  # pandas' NA (nullable integer columns from Feast)
+            raw = np.column_stack([_floats(columns[name]) for name in self.columns])
         missing = np.isnan(raw)
         imputed = np.where(missing, self.fill, raw)[:, self.kept]
         values = np.hstack([imputed, missing[:, self.indicated]])

@@ -110,6 +110,17 @@ def test_writes_exactly_the_rows_feasts_writer_writes(tmp_path: Path, options: d
     assert read_by_feast[3] == (None, None)
 
 
+def test_reads_back_what_feasts_reader_reads(tmp_path: Path):
+    view = feature_view()
+    config, store = open_store(tmp_path / "online.db", MonotonicSqliteOnlineStore, view)
+    data = [row(1, T0, 10.0), row(2, T0 + timedelta(hours=5, microseconds=250_000), 20.5, tickets=ValueProto())]
+    store.online_write_batch(config, view, data, progress=None)
+    keys = [key(2), key(4), key(1), key(2)]  # unknown and repeated entities too, in no particular order
+    read = store.online_read(config, view, keys, ["charges", "plan"])
+    assert read == SqliteOnlineStore.online_read(store, config, view, keys, ["charges", "plan"])
+    assert [event_ts for event_ts, _ in read] == [T0 + timedelta(hours=5), None, T0, T0 + timedelta(hours=5)]
+
+
 def test_without_a_value_num_column_it_writes_like_feast_does_and_warns(tmp_path: Path, caplog):
     """A table made before value_num was configured: Feast warns and writes without the column; so do we."""
     view = feature_view()

@@ -105,6 +105,13 @@ def test_probes_answer_once_the_model_and_store_are_open(client: httpx.Client) -
     assert client.get("/readyz").status_code == 200
 
 
+def test_each_response_carries_its_own_request_id(client: httpx.Client) -> None:
+    """From the request's trace span (`bentos.tracing`), recorded or not."""
+    responses = [client.post("/predict", json={"entity_ids": [KNOWN_IDS[0]]}) for _ in range(3)]
+    request_ids = {response.headers["x-bentoml-request-id"] for response in responses}
+    assert len(request_ids) == 3 and "0" * 16 not in request_ids
+
+
 # --- predict by entity id ---------------------------------------------------------------------------------------
 
 

@@ -52,6 +52,10 @@ def test_row_scorer_equals_the_pipeline_on_test_rows_and_on_rows_with_holes(data
         # Columns may also be pandas Series (batch scoring passes the frame's columns).
         as_series = {name: holes[name] for name in schema.features}
         np.testing.assert_allclose(scorer.score(as_series), expected, rtol=0, atol=1e-12)
+        # Or hold pandas' NA for a missing number (nullable integer columns from Feast).
+        with_na = columns_of(holes, schema)
+        with_na[schema.numeric[0]] = [pd.NA if pd.isna(value) else value for value in with_na[schema.numeric[0]]]
+        np.testing.assert_allclose(scorer.score(with_na), expected, rtol=0, atol=1e-12)
     one = test.head(1)
     assert scorer.score(columns_of(one, schema)).shape == (1,)
     assert scorer.score({name: [] for name in schema.features}).shape == (0,)
