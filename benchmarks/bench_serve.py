@@ -16,9 +16,10 @@ from a Lua script that picks a random body per request):
     with (a)'s feature rows, one per request, as MLflow's `{"dataframe_split": {"columns": [...], "data": [[...]]}}`.
 
 Each of (a)-(f) and every (d) pair is run with 1 and with 2 worker processes. The service declares
-`workers=1`; the benchmark serves it with N workers through BentoML's configuration override
-`BENTOML_CONFIG_OVERRIDES='{"services": {"cicloml": {"workers": N}}}'` (checked: the server starts N
-`_bentoml_impl.worker.service` processes); the baseline runs `uvicorn --workers N`, MLflow `--workers N` (uvicorn's).
+`workers=1`; the benchmark serves it with N workers through BentoML's configuration override, as `cicloml serve`
+sets it (`cicloml.serving.service_overrides`: N workers, BentoML's access log off; checked: the server starts N
+`_bentoml_impl.worker.service` processes); the baseline runs `uvicorn --workers N --no-access-log`, MLflow
+`--workers N` (uvicorn's).
 
 MLflow 3: pip resolves mlflow 1.26 beside this project's constraints.txt, so MLflow lives in a virtualenv of its own
 (`--mlflow-venv`, by default `<state folder>/bench/mlflow-venv`; ~0.8 GB, about a minute to build), made with
@@ -121,11 +122,11 @@ sys.path.insert(0, str(ROOT))  # run as a script: import cicloml and the service
 from cicloml.contract import FeatureContract  # noqa: E402
 from cicloml.feature_store import OnlineFeatureReader, open_store  # noqa: E402
 from cicloml.registry import MODEL_FILE, ModelRegistry  # noqa: E402
+from cicloml.serving import service_overrides  # noqa: E402
 from cicloml.settings import Settings, get_settings  # noqa: E402
 from cicloml.spec import load_spec  # noqa: E402
 
 SERVICE = "bentos.service:PredictionService"
-SERVICE_NAME = "cicloml"
 BASELINE_APP = "benchmarks.serve_baseline:app"
 WRK_TIMEOUT_S = 10  # the service's traffic timeout: a request wrk gives up on would be a 504 anyway
 STARTUP_SECONDS = 240  # importing the service and the stack takes ~15-30 s on 2 busy cores
@@ -414,7 +415,7 @@ def serving_environment(
         "BENTOML_HOME": str(state.state_dir / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "True",
         # The service declares workers=1; BentoML 1.4 merges this over the service's own config.
-        "BENTOML_CONFIG_OVERRIDES": json.dumps({"services": {SERVICE_NAME: {"workers": workers}}}),
+        "BENTOML_CONFIG_OVERRIDES": service_overrides(workers),  # as `cicloml serve` serves a bento
         "CICLO_COMPILED_INFERENCE": str(compiled).lower(),  # set either way: this process's environment may have it
         "PYTHONWARNINGS": "ignore",
     }
@@ -1126,7 +1127,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "model_tag": state.model_tag,
             "server_env": args.server_env,
             "rebalance_uneven_runs": args.rebalance,
-            "bento_workers_via": 'BENTOML_CONFIG_OVERRIDES={"services": {"cicloml": {"workers": N}}}',
+            "bento_config": f"BENTOML_CONFIG_OVERRIDES={service_overrides(1)} (N workers)",
             "baseline": f"uvicorn {BASELINE_APP} --workers N --no-access-log",
             "uncompiled": "(e): the bento with CICLO_COMPILED_INFERENCE=false; (a)-(d) and (c) with it true",
             "compilation": state.compilation,

@@ -202,6 +202,13 @@ async def _unavailable(send: Send, reason: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def service_overrides(workers: int, access_log: bool = False) -> str:
+    """`BENTOML_CONFIG_OVERRIDES` for a backend: its worker count, and BentoML's access log (a line per request)
+    off unless asked for; errors are logged either way."""
+    service_config = {"workers": workers, "logging": {"access": {"enabled": access_log}}}
+    return json.dumps({"services": {"cicloml": service_config}})
+
+
 @dataclass
 class Backend:
     """One `bentoml serve BENTO` process on a loopback port, in its own session, and the workers it started."""
@@ -227,9 +234,7 @@ class Backend:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{bento_tag.replace(':', '-')}.log"
         environment = bentoml_environment(settings)
-        # BentoML's access log writes a line per request; off unless asked for (errors are logged either way).
-        service_config = {"workers": workers, "logging": {"access": {"enabled": access_log}}}
-        environment["BENTOML_CONFIG_OVERRIDES"] = json.dumps({"services": {"cicloml": service_config}})
+        environment["BENTOML_CONFIG_OVERRIDES"] = service_overrides(workers, access_log)
         # By path: a bento named like an importable module (`click:v1`) would be taken for an import string.
         bento_dir = BentoStore(str(settings.bentoml_home / "bentos")).get(bento_tag).path
         command = [str(BENTOML), "serve", bento_dir, "--host", "127.0.0.1", "--port", str(port)]
