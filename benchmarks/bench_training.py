@@ -252,7 +252,7 @@ def main() -> None:
 
     prefect = measure_prefect_share(args.rounds)
     batch = measure_batch(args.entities)
-    targets = {"prefect_share_max": 0.15, "batch_rows_per_s_min": 50_000}
+    targets = {"prefect_share_max": 0.15, "batch_rows_per_s_min": 100_000}
     print(
         json.dumps(
             {
