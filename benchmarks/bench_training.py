@@ -11,7 +11,7 @@
 
     python benchmarks/bench_training.py [--entities 100000]
 
-Progress goes to stderr; targets: Prefect share <= 15%, batch scoring >= 50k rows/s.
+Progress goes to stderr; targets: Prefect share <= 15%, batch scoring >= 100k rows/s end to end.
 """
 
 import argparse
