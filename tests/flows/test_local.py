@@ -59,6 +59,9 @@ def test_the_temporary_server_is_started_as_prefect_starts_it(monkeypatch):
 
     prefects, ours = started
     assert callable(ours.pop("preexec_fn"))
+    app = prefects["args"].index("prefect.server.api.server:create_app")
+    assert ours["args"][app] == "flows.temporary_server:create_app"  # Prefect's app behind RetryWhileBusy
+    ours["args"][app] = prefects["args"][app]
     assert ours == prefects
 
 
