@@ -76,6 +76,7 @@ def measure_prefect_share(rounds: int) -> dict[str, Any]:
     slowing our code, but it is noisy on 2 cores: fitting varies by ±20% from one run to the next.
     """
     import functools
+    import itertools
     import logging
     import statistics
 
@@ -110,14 +111,19 @@ def measure_prefect_share(rounds: int) -> dict[str, Any]:
         "create_markdown_artifact": lambda **_: None,
         "get_run_logger": lambda: logging.getLogger("plain"),
     }
-    params = TrainParams(as_of=END)
+    # A run fits a model only on data or settings the champion did not have (the first run registers one), so
+    # each run gets a seed of its own: every run, with or without Prefect, trains, gates and registers.
+    seeds = itertools.count(1)
+
+    def params() -> TrainParams:
+        return TrainParams(as_of=END, seed=next(seeds))
 
     def run_plain() -> float:
         originals = {name: getattr(train_module, name) for name in without_prefect}
         vars(train_module).update(without_prefect)
         try:
             began = time.perf_counter()
-            train.fn(params)
+            train.fn(params())
             return time.perf_counter() - began
         finally:
             vars(train_module).update(originals)
@@ -129,7 +135,7 @@ def measure_prefect_share(rounds: int) -> dict[str, Any]:
         inside_tasks[0] = 0.0
         try:
             began = time.perf_counter()
-            run_locally(train, params) if local else train(params)
+            run_locally(train, params()) if local else train(params())
             return time.perf_counter() - began, inside_tasks[0]
         finally:
             for task_, fn in originals:
