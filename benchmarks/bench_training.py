@@ -144,7 +144,7 @@ def measure_prefect_share(rounds: int) -> dict[str, Any]:
     with state_folder("train") as settings:
         prepare_store(settings, customers=2000, days=90)
         log("starting the temporary Prefect server; warm-up runs")
-        warm_up()
+        run_locally(warm_up)  # as `make demo` starts the temporary server: through flows.local
         run_plain()
         run_flow(local=True)
         local_runs, default_runs, plain_runs = [], [], []
