@@ -122,7 +122,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: import cicloml and the service
 from cicloml.contract import FeatureContract  # noqa: E402
 from cicloml.feature_store import OnlineFeatureReader, open_store  # noqa: E402
 from cicloml.registry import MODEL_FILE, ModelRegistry  # noqa: E402
-from cicloml.serving import service_overrides  # noqa: E402
+from cicloml.serving import free_port, service_overrides  # noqa: E402
 from cicloml.settings import Settings, get_settings  # noqa: E402
 from cicloml.spec import load_spec  # noqa: E402
 
@@ -551,14 +551,6 @@ def cmdline(pid: int) -> bytes | None:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def http_status(url: str) -> int | None:

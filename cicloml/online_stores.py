@@ -101,22 +101,20 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
             )
             .fetchall()
         )
-        found: dict[bytes, tuple[int, dict[str, ValueProto]]] = {}
-        for key, feature_name, stored, seconds in rows:
+        values: dict[bytes, dict[str, ValueProto]] = {}
+        seconds: dict[bytes, int] = {}
+        for key, feature_name, stored, event_seconds in rows:
             value = ValueProto()
             value.ParseFromString(stored)
-            values = found[key][1] if key in found else {}
-            values[feature_name] = value
-            found[key] = (seconds, values)  # the last row's time, as Feast's reader takes it
-        result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
-        for key in keys:
-            if key in found:
-                seconds, values = found[key]
-                # Feast's converter reads the seconds as local time and then calls that UTC: the same on a UTC host.
-                result.append((datetime.fromtimestamp(seconds).replace(tzinfo=timezone.utc), values))
-            else:
-                result.append((None, None))
-        return result
+            values.setdefault(key, {})[feature_name] = value
+            seconds[key] = event_seconds  # the last row's time, as Feast's reader takes it
+        # Feast's converter reads the seconds as local time and then calls that UTC: the same on a UTC host.
+        return [
+            (datetime.fromtimestamp(seconds[key]).replace(tzinfo=timezone.utc), values[key])
+            if key in values
+            else (None, None)
+            for key in keys
+        ]
 
     def _writes_value_num(self, config: RepoConfig, conn: sqlite3.Connection, name: str) -> bool:
         """Whether Feast's writer would fill `value_num`: asked for in the config and the column exists."""
